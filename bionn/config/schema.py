@@ -1,0 +1,196 @@
+"""Structured-config schema of the dataset group and its semantic checks.
+
+The dataclasses give Hydra/OmegaConf the types and the documented defaults
+(a wrong type or an unknown key fails at composition); `check_dataset` adds the
+checks a type cannot express and names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from bionn.data.kinetics import MECHANISMS, N_SPECIES, SIGN_RULES
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class ConfigError(ValueError):
+    """A config value that bionn cannot use; the message names file, key, value and what is allowed."""
+
+
+@dataclass
+class ParametersConfig:
+    """Uniform ranges of the drawn quantities (DATA_MODEL.md section 1)."""
+
+    k1_min: float = 0.01
+    k1_max: float = 0.05
+    k2_min: float = 0.01
+    k2_max: float = 0.05
+    k3_min: float = 0.01
+    k3_max: float = 0.05
+    E0_min: float = 0.1
+    E0_max: float = 0.3
+    S0_min: float = 0.1
+    S0_max: float = 0.3
+    spectra_min: float = -1.0
+    spectra_max: float = 1.0
+    amplitude_min: float = 0.2
+    amplitude_max: float = 0.8
+
+
+@dataclass
+class ShapeConfig:
+    """Size, splits and feeding of a dataset (`[name.shape]` in data.toml)."""
+
+    seed: int = 42
+    n_samples: int = 5000
+    n_shards: int = 1
+    batch_size: int = 64
+    shuffle_buffer_size: int = 1000
+    splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # False: a fixed training set (sample j is index j in every epoch).
+    # True: epoch e trains on fresh samples drawn from stream e (the older code's unlimited data).
+    fresh_train_each_epoch: bool = False
+
+
+@dataclass
+class SimulationConfig:
+    """How a sample is simulated and observed (DATA_MODEL.md sections 2-4)."""
+
+    mechanism: str = "textbook"
+    t_start: float = 0.0
+    t_stop: float = 500.0
+    n_times: int = 501
+    n_wavelengths: int = 4
+    n_components: int = 3
+    svd_sign: str = "first_positive"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "dataset"
+    parameters: ParametersConfig = field(default_factory=ParametersConfig)
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+
+RANGE_KEYS = ("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")
+POSITIVE_RANGES = ("k1", "k2", "k3", "E0", "S0")
+
+
+def split_sizes(n_samples: int, splits: list[float]) -> tuple[int, int, int]:
+    """Sample counts of train, val, test: the first two rounded, test takes the rest."""
+    n_train = round(n_samples * splits[0])
+    n_val = round(n_samples * splits[1])
+    return n_train, n_val, n_samples - n_train - n_val
+
+
+def check_dataset(cfg: Any, source: str = "dataset config") -> None:
+    """Raise ConfigError naming `source`, the key and the value for any unusable setting."""
+
+    def fail(key: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"{source}: dataset.{key} = {value!r} is invalid: {allowed}")
+
+    p, shape, sim = cfg.parameters, cfg.shape, cfg.simulation
+    for name in RANGE_KEYS:
+        lo, hi = getattr(p, f"{name}_min"), getattr(p, f"{name}_max")
+        if lo > hi:
+            fail(f"parameters.{name}_min", lo, f"must be <= parameters.{name}_max = {hi!r}")
+        if name in POSITIVE_RANGES and lo <= 0:
+            fail(f"parameters.{name}_min", lo, "rates and concentrations must be > 0")
+    if p.spectra_min == p.spectra_max == 0:
+        fail("parameters.spectra_max", p.spectra_max, "spectra ranges must allow non-zero entries")
+    if p.amplitude_min <= 0:
+        fail("parameters.amplitude_min", p.amplitude_min, "amplitudes must be > 0")
+    if sim.mechanism not in MECHANISMS:
+        fail("simulation.mechanism", sim.mechanism, f"allowed: {', '.join(MECHANISMS)}")
+    if sim.svd_sign not in SIGN_RULES:
+        fail("simulation.svd_sign", sim.svd_sign, f"allowed: {', '.join(SIGN_RULES)}")
+    if sim.n_times < 2:
+        fail("simulation.n_times", sim.n_times, "need at least 2 time points")
+    if not sim.t_stop > sim.t_start:
+        fail("simulation.t_stop", sim.t_stop, f"must be > simulation.t_start = {sim.t_start!r}")
+    if sim.n_wavelengths < 1:
+        fail("simulation.n_wavelengths", sim.n_wavelengths, "must be >= 1")
+    # C = [E, S, ES, P] has rank 3 (two conservation laws), so D has at most min(n_w, 3) components.
+    max_k = min(sim.n_wavelengths, N_SPECIES - 1)
+    if not 1 <= sim.n_components <= max_k:
+        fail("simulation.n_components", sim.n_components, f"allowed: 1..{max_k} (rank of D)")
+    if shape.seed < 0:
+        fail("shape.seed", shape.seed, "must be >= 0")
+    if shape.n_samples < 1:
+        fail("shape.n_samples", shape.n_samples, "must be >= 1")
+    if shape.n_shards < 1:
+        fail("shape.n_shards", shape.n_shards, "must be >= 1")
+    if shape.batch_size < 1:
+        fail("shape.batch_size", shape.batch_size, "must be >= 1")
+    if shape.shuffle_buffer_size < 1:
+        fail("shape.shuffle_buffer_size", shape.shuffle_buffer_size, "must be >= 1 (1 = no shuffle)")
+    splits = list(shape.splits)
+    if len(splits) != 3 or any(f < 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-9:
+        fail("shape.splits", splits, "three fractions (train, val, test), each >= 0, summing to 1")
+    sizes = split_sizes(shape.n_samples, splits)
+    for split, size in zip(SPLIT_NAMES, sizes, strict=False):
+        if size < 1:
+            fail("shape.splits", splits, f"the {split} split of {shape.n_samples} samples is empty")
+    for split, size in zip(SPLIT_NAMES, sizes, strict=False):
+        if shape.batch_size > size:
+            fail(
+                "shape.batch_size",
+                shape.batch_size,
+                f"must be <= the smallest split ({split}: {size} samples)",
+            )
+    if shape.n_shards > sizes[0]:
+        fail("shape.n_shards", shape.n_shards, f"must be <= the train split ({sizes[0]} samples)")
+
+
+def describe_omegaconf_error(err: OmegaConfBaseException, prefix: str = "") -> str:
+    """One line naming the full key, the problem and, for an unknown key, the allowed ones."""
+    key = f"{prefix}{err.full_key}" if getattr(err, "full_key", None) else prefix.rstrip(".")
+    message = f"{key}: {str(getattr(err, 'msg', err)).splitlines()[0]}"
+    owner = getattr(err, "object_type", None)
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(owner):
+        message += f" (allowed keys: {', '.join(f.name for f in dataclasses.fields(owner))})"
+    return message
+
+
+def load_dataset_config(path: Path) -> DictConfig:
+    """Load a dataset YAML file through the schema and check it (errors name the file)."""
+    try:
+        raw = OmegaConf.load(path)
+        cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), raw)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {describe_omegaconf_error(err, 'dataset.')}") from None
+    check_dataset(cfg, source=str(path))
+    return cfg
+
+
+def find_config_dir(explicit: str | None = None) -> Path:
+    """The conf/ folder: explicit, $BIONN_CONFIG_DIR, ./conf, or the one beside the package."""
+    import os
+
+    for candidate in (explicit, os.environ.get("BIONN_CONFIG_DIR"), "conf"):
+        if candidate and Path(candidate, "dataset").is_dir():
+            return Path(candidate)
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def resolve_dataset(name_or_path: str, config_dir: str | None = None) -> DictConfig:
+    """A dataset config from a YAML path or a name in conf/dataset/."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"dataset file {path} does not exist")
+        return load_dataset_config(path)
+    folder = find_config_dir(config_dir) / "dataset"
+    path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown dataset {name_or_path!r}: allowed {', '.join(known)} (in {folder})")
+    return load_dataset_config(path)

@@ -1,0 +1,181 @@
+"""Index-addressed Michaelis-Menten datasets: splits, sample order, batch generation.
+
+Sample i of a dataset is a pure function of (dataset config, stream, i). The
+splits are fixed, disjoint index ranges [0, n_train), [n_train, n_train + n_val),
+[n_train + n_val, n_samples). Validation and test always use stream 0; training
+uses stream 0 too, unless `shape.fresh_train_each_epoch` is set, in which case
+epoch e trains on stream e (fresh samples, still a pure function of (config, e, j)).
+
+Training order of epoch e: the split is cut into `n_shards` contiguous shards,
+interleaved one sample at a time, then passed through a shuffle buffer of
+`shuffle_buffer_size` (tf.data's algorithm, seeded by (seed, e)). Validation and
+test keep index order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit
+
+from bionn.config.schema import SPLIT_NAMES, check_dataset, split_sizes
+from bionn.data import kinetics
+
+# Stream number of the order shuffle's random numbers, apart from all sample streams.
+_ORDER_STREAM = 2**62
+
+
+@dataclass
+class Samples:
+    """A batch of generated samples, float64, un-normalised."""
+
+    index: np.ndarray  # (N,) global sample indices
+    features: np.ndarray  # (N, T, k)
+    labels: np.ndarray  # (N, 4k)
+    kinetic: np.ndarray  # (N, 5): k1, k2, k3, E0, S0
+    amplitudes: np.ndarray  # (N, 4)
+    spectra: np.ndarray  # (N, n_w, 4)
+    concentrations: np.ndarray  # (N, T, 4): E, S, ES, P (0 rows if not requested)
+
+
+@njit(cache=True)
+def _buffer_shuffle(seq, buffer_size, seed, epoch):
+    """Order of `seq` after a tf.data-style shuffle buffer, driven by the counter RNG."""
+    n = seq.shape[0]
+    out = np.empty_like(seq)
+    size = min(buffer_size, n)
+    buf = seq[:size].copy()
+    state = kinetics.sample_state(seed, _ORDER_STREAM, epoch)
+    nxt = size
+    for pos in range(n):
+        slot = int(kinetics._uniform(state, pos, 0.0, float(size)))
+        slot = min(slot, size - 1)
+        out[pos] = buf[slot]
+        if nxt < n:
+            buf[slot] = seq[nxt]
+            nxt += 1
+        else:
+            size -= 1
+            buf[slot] = buf[size]
+    return out
+
+
+class KineticsDataset:
+    """A checked dataset config plus everything needed to generate any of its samples."""
+
+    def __init__(self, cfg: Any, source: str = "dataset config"):
+        check_dataset(cfg, source)
+        self.cfg = cfg
+        self.name = str(cfg.name)
+        p, shape, sim = cfg.parameters, cfg.shape, cfg.simulation
+        self.seed = int(shape.seed)
+        self.batch_size = int(shape.batch_size)
+        self.n_times = int(sim.n_times)
+        self.n_wavelengths = int(sim.n_wavelengths)
+        self.n_components = int(sim.n_components)
+        self.mechanism = kinetics.MECHANISMS[sim.mechanism]
+        self.sign_rule = kinetics.SIGN_RULES[sim.svd_sign]
+        self.t_start = float(sim.t_start)
+        self.dt = (float(sim.t_stop) - self.t_start) / (self.n_times - 1)
+        self.bounds = np.zeros((9, 2))
+        for row, key in enumerate(("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")):
+            self.bounds[row] = (float(p[f"{key}_min"]), float(p[f"{key}_max"]))
+        max_rate = p.k1_max * (p.E0_max + p.S0_max) + p.k2_max + p.k3_max
+        self.n_sub = kinetics.rk4_substeps(max_rate, self.dt)
+        sizes = split_sizes(int(shape.n_samples), list(shape.splits))
+        starts = np.cumsum((0,) + sizes)
+        self.splits = {s: (int(starts[i]), int(starts[i + 1])) for i, s in enumerate(SPLIT_NAMES)}
+        self._interleaved: np.ndarray | None = None
+
+    @property
+    def time(self) -> np.ndarray:
+        return self.t_start + self.dt * np.arange(self.n_times)
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        return (self.n_times, self.n_components, 1)
+
+    @property
+    def n_labels(self) -> int:
+        return self.n_components * kinetics.N_SPECIES
+
+    def split_size(self, split: str) -> int:
+        start, stop = self.splits[split]
+        return stop - start
+
+    def stream(self, split: str, epoch: int) -> int:
+        """RNG stream of a split in an epoch (only fresh training data changes with the epoch)."""
+        return epoch if split == "train" and self.cfg.shape.fresh_train_each_epoch else 0
+
+    def positions_to_indices(self, split: str, start: int, count: int) -> np.ndarray:
+        """Global sample indices of positions start..start+count-1 of a split (index order)."""
+        lo, hi = self.splits[split]
+        if start < 0 or count < 0 or lo + start + count > hi:
+            raise ValueError(
+                f"positions {start}..{start + count - 1} are outside the {split} split "
+                f"of dataset {self.name!r} ({hi - lo} samples)"
+            )
+        return np.arange(lo + start, lo + start + count, dtype=np.int64)
+
+    def order(self, split: str, epoch: int = 0) -> np.ndarray:
+        """Global indices of a split in the order one epoch feeds them."""
+        lo, hi = self.splits[split]
+        if split != "train":
+            return np.arange(lo, hi, dtype=np.int64)
+        if self._interleaved is None:
+            shards = np.array_split(np.arange(lo, hi, dtype=np.int64), self.cfg.shape.n_shards)
+            position = np.concatenate([np.arange(len(s)) for s in shards])
+            shard_id = np.concatenate([np.full(len(s), i) for i, s in enumerate(shards)])
+            self._interleaved = np.concatenate(shards)[np.lexsort((shard_id, position))]
+        buffer = int(self.cfg.shape.shuffle_buffer_size)
+        if buffer <= 1:
+            return self._interleaved
+        return _buffer_shuffle(self._interleaved, buffer, self.seed, epoch)
+
+    def generate(
+        self,
+        indices: np.ndarray,
+        stream: int = 0,
+        parallel: bool = True,
+        concentrations: bool = True,
+    ) -> Samples:
+        """Generate the samples with these global indices (all cores unless parallel=False).
+
+        concentrations=False skips storing the (N, T, 4) trajectories (then empty),
+        which training and statistics do not need.
+        """
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        n, t, k, w = len(indices), self.n_times, self.n_components, self.n_wavelengths
+        out = Samples(
+            index=indices,
+            features=np.empty((n, t, k)),
+            labels=np.empty((n, k * kinetics.N_SPECIES)),
+            kinetic=np.empty((n, kinetics.N_KINETIC)),
+            amplitudes=np.empty((n, kinetics.N_SPECIES)),
+            spectra=np.empty((n, w, kinetics.N_SPECIES)),
+            concentrations=np.empty((n if concentrations else 0, t, kinetics.N_SPECIES)),
+        )
+        extra = (min(n, 8 * numba.get_num_threads()),) if parallel else ()
+        kernel = kinetics.generate_parallel if parallel else kinetics.generate_serial
+        kernel(
+            self.seed,
+            stream,
+            indices,
+            self.bounds,
+            self.mechanism,
+            self.t_start,
+            self.dt,
+            self.n_sub,
+            self.sign_rule,
+            out.features,
+            out.labels,
+            out.kinetic,
+            out.amplitudes,
+            out.spectra,
+            out.concentrations,
+            *extra,
+        )
+        return out

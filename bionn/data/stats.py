@@ -1,0 +1,180 @@
+"""Normalisation statistics over the first `use_stats_of` training samples, cached on disk.
+
+The statistics are a pure function of the sample-defining part of the dataset
+config (parameters, simulation, seed), the number of samples and the engine
+version; the cache key hashes exactly those. A cache file is written atomically
+under an exclusive lock, so processes that ask for the same statistics at once
+compute them once and all read one consistent file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from bionn.data import kinetics
+from bionn.data.dataset import KineticsDataset
+from bionn.io import atomic_save_npz
+
+# Added to the standard deviation before dividing (DATA_MODEL.md section 5).
+STD_EPSILON = 1e-7
+_CHUNK = 4096
+
+
+@dataclass
+class Statistics:
+    count: int
+    key: str
+    feature_mean: np.ndarray  # (T, k)
+    feature_std: np.ndarray  # (T, k)
+    label_mean: np.ndarray  # (4k,)
+    label_std: np.ndarray  # (4k,)
+
+    def summary(self) -> dict:
+        return {
+            "count": self.count,
+            "key": self.key,
+            "feature_mean_range": [float(self.feature_mean.min()), float(self.feature_mean.max())],
+            "feature_std_range": [float(self.feature_std.min()), float(self.feature_std.max())],
+            "label_mean": self.label_mean.tolist(),
+            "label_std": self.label_std.tolist(),
+        }
+
+
+def default_cache_dir() -> Path:
+    """$BIONN_CACHE_DIR, else $XDG_CACHE_HOME/bionn, else ~/.cache/bionn; statistics go in stats/."""
+    root = os.environ.get("BIONN_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(xdg) / "bionn"
+    return Path(root) / "stats"
+
+
+def effective_count(ds: KineticsDataset, use_stats_of: int) -> int:
+    """use_stats_of, capped at the training split's size."""
+    if use_stats_of < 1:
+        raise ValueError(f"use_stats_of = {use_stats_of} is invalid: must be >= 1")
+    return min(int(use_stats_of), ds.split_size("train"))
+
+
+def statistics_key(ds: KineticsDataset, count: int) -> str:
+    """Hash of exactly what determines the first `count` training samples."""
+    identity = {
+        "engine_version": kinetics.ENGINE_VERSION,
+        "parameters": OmegaConf.to_container(ds.cfg.parameters),
+        "simulation": OmegaConf.to_container(ds.cfg.simulation),
+        "seed": ds.seed,
+        "count": count,
+    }
+    blob = json.dumps(identity, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def compute_statistics(ds: KineticsDataset, count: int, progress: bool = True) -> Statistics:
+    """Mean and std (ddof 0) of features and labels over training samples 0..count-1."""
+    start = ds.splits["train"][0]
+    n_seen = 0
+    moments = None
+    with tqdm(
+        total=count, desc=f"statistics of {ds.name}", unit="sample", disable=not progress, mininterval=1
+    ) as bar:
+        for lo in range(0, count, _CHUNK):
+            batch = ds.generate(np.arange(start + lo, start + min(count, lo + _CHUNK)), concentrations=False)
+            chunk = [_moments(batch.features), _moments(batch.labels)]
+            n = len(batch.index)
+            if moments is None:
+                moments = chunk
+            else:  # Chan et al.'s pairwise update of mean and M2
+                for part, (mean_b, m2_b) in enumerate(chunk):
+                    mean_a, m2_a = moments[part]
+                    delta = mean_b - mean_a
+                    total = n_seen + n
+                    moments[part] = (
+                        mean_a + delta * (n / total),
+                        m2_a + m2_b + delta**2 * (n_seen * n / total),
+                    )
+            n_seen += n
+            bar.update(n)
+    (f_mean, f_m2), (l_mean, l_m2) = moments
+    return Statistics(
+        count=count,
+        key=statistics_key(ds, count),
+        feature_mean=f_mean,
+        feature_std=np.sqrt(f_m2 / count),
+        label_mean=l_mean,
+        label_std=np.sqrt(l_m2 / count),
+    )
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    return mean, ((x - mean) ** 2).sum(axis=0)
+
+
+def load_or_compute_statistics(
+    ds: KineticsDataset,
+    use_stats_of: int,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Statistics:
+    """The cached statistics of the first `use_stats_of` training samples, computed if absent."""
+    count = effective_count(ds, use_stats_of)
+    key = statistics_key(ds, count)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ds.name}-{count}-{key}.npz"
+    with open(folder / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process computes, the others wait and read
+        if path.exists():
+            try:
+                return _load(path, key)
+            except (OSError, ValueError, KeyError) as err:
+                print(f"bionn: recomputing unreadable statistics cache {path}: {err}")
+        stats = compute_statistics(ds, count, progress)
+        atomic_save_npz(
+            path,
+            count=np.int64(count),
+            key=np.array(key),
+            feature_mean=stats.feature_mean,
+            feature_std=stats.feature_std,
+            label_mean=stats.label_mean,
+            label_std=stats.label_std,
+        )
+        return stats
+
+
+def _load(path: Path, key: str) -> Statistics:
+    with np.load(path) as data:
+        if str(data["key"]) != key:
+            raise ValueError(f"key {data['key']} != {key}")
+        return Statistics(
+            count=int(data["count"]),
+            key=key,
+            feature_mean=data["feature_mean"],
+            feature_std=data["feature_std"],
+            label_mean=data["label_mean"],
+            label_std=data["label_std"],
+        )
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def standardise(x, mean, std, out):
+    """out = (x - mean) / (std + STD_EPSILON), broadcast over the first axis, cast to out's dtype."""
+    n = x.shape[0]
+    flat_x = x.reshape(n, -1)
+    flat_out = out.reshape(n, -1)
+    flat_mean = mean.reshape(-1)
+    scale = 1.0 / (std.reshape(-1) + STD_EPSILON)
+    for i in prange(n):
+        for j in range(flat_mean.shape[0]):
+            flat_out[i, j] = (flat_x[i, j] - flat_mean[j]) * scale[j]
+    return out
