@@ -194,3 +194,124 @@ def resolve_dataset(name_or_path: str, config_dir: str | None = None) -> DictCon
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ConfigError(f"unknown dataset {name_or_path!r}: allowed {', '.join(known)} (in {folder})")
     return load_dataset_config(path)
+
+
+# ---- model, training and the composed run config ------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """A network as a list of Keras layers: `{type: Conv2D, filters: 32, ...}` per layer."""
+
+    name: str = "model"
+    layers: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class CompileConfig:
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+    # Gradient values are clipped to [-clipvalue, clipvalue] (the older code used 1.0); null disables.
+    clipvalue: float | None = 1.0
+    loss: str = "mean_squared_error"
+    metrics: list[str] = field(
+        default_factory=lambda: [
+            "R_squared",
+            "MeanSquaredError",
+            "MeanAbsoluteError",
+            "MeanAbsolutePercentageError",
+            "RootMeanSquaredError",
+        ]
+    )
+
+
+@dataclass
+class TrainingConfig:
+    name: str = "default"
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    epochs: int = 20
+    # Model checkpoint plus an evaluation on all splits every this many epochs (0 = never).
+    save_interval: int = 5
+    # Normalisation statistics over the first this many training samples (capped at the split).
+    use_stats_of: int = 300000
+    # Epochs without val_loss improvement before stopping (best weights restored); 0 disables.
+    early_stopping_patience: int = 10
+    # Keras verbosity of fit: 0 silent, 1 progress bar, 2 one line per epoch.
+    verbose: int = 2
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how a run executes (not part of the experiment's science)."""
+
+    # Without GPUs, split the CPU into this many logical devices (MirroredStrategy replicas).
+    cpu_replicas: int = 1
+    # Seed of weight initialisation and dropout (the data has its own seed in dataset.shape).
+    seed: int = 0
+    # Deterministic TF kernels: resumed runs end bit-equal to uninterrupted ones.
+    deterministic: bool = True
+    # Folder of the normalisation-statistics cache; null = $BIONN_CACHE_DIR/stats or ~/.cache/bionn/stats.
+    stats_cache_dir: str | None = None
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def register_schemas() -> None:
+    """Put the run schema in Hydra's ConfigStore (train.yaml lists it first in its defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def unknown_keys(cfg: Any, schema: Any = RunConfig, prefix: str = "") -> list[str]:
+    """Keys of cfg that the dataclass schema does not define (e.g. added with `+key=...`)."""
+    found = []
+    names = {f.name: f for f in dataclasses.fields(schema)}
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else []:
+        if key not in names:
+            found.append(f"{prefix}{key}")
+            continue
+        default = (
+            names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
+        )
+        sub = default() if default else None
+        if dataclasses.is_dataclass(sub):
+            found += unknown_keys(cfg[key], type(sub), f"{prefix}{key}.")
+    return found
+
+
+def check_run(cfg: Any) -> None:
+    """Semantic checks of a composed run config beyond the types (the model's own are in bionn.nn)."""
+    extra = [k for k in unknown_keys(cfg) if not k.startswith("hydra")]
+    if extra:
+        raise ConfigError(f"unknown config key(s): {', '.join(extra)} (see conf/ and the README's key tour)")
+    check_dataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
+    t = cfg.training
+
+    def fail(key: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"conf/training/{t.name}.yaml: training.{key} = {value!r} is invalid: {allowed}")
+
+    if t.epochs < 1:
+        fail("epochs", t.epochs, "must be >= 1")
+    if t.save_interval < 0:
+        fail("save_interval", t.save_interval, "must be >= 0 (0 = no periodic checkpoints)")
+    if t.use_stats_of < 1:
+        fail("use_stats_of", t.use_stats_of, "must be >= 1")
+    if t.early_stopping_patience < 0:
+        fail("early_stopping_patience", t.early_stopping_patience, "must be >= 0 (0 = off)")
+    if t.verbose not in (0, 1, 2):
+        fail("verbose", t.verbose, "allowed: 0, 1, 2")
+    if not t.compile.learning_rate > 0:
+        fail("compile.learning_rate", t.compile.learning_rate, "must be > 0")
+    if t.compile.clipvalue is not None and not t.compile.clipvalue > 0:
+        fail("compile.clipvalue", t.compile.clipvalue, "must be > 0, or null for no clipping")
+    if cfg.runtime.cpu_replicas < 1:
+        raise ConfigError(f"runtime.cpu_replicas = {cfg.runtime.cpu_replicas!r} is invalid: must be >= 1")
+    if not cfg.model.layers:
+        raise ConfigError(f"conf/model/{cfg.model.name}.yaml: model.layers is empty: list at least one layer")

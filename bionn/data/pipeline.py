@@ -118,4 +118,7 @@ def make_dataset(
     chunks = tf.data.Dataset.range(n_chunks).map(load_chunk).unbatch()
     rest = tf.data.Dataset.range(n_chunks * per_chunk, n_batches).map(load_batch)
     pipeline = chunks.concatenate(rest).apply(tf.data.experimental.assert_cardinality(n_batches))
-    return pipeline.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Batches are index-addressed; no tf.distribute rewrite may re-shard them behind our back.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return pipeline.with_options(options).prefetch(tf.data.AUTOTUNE)

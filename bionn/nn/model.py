@@ -1,0 +1,105 @@
+"""Keras models from layer specs, and their compilation from the training config."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import keras
+from omegaconf import OmegaConf
+
+from bionn.config.schema import ConfigError
+from bionn.nn.metrics import CUSTOM_METRICS
+
+# Keyword arguments every Keras layer accepts through its base class.
+_BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
+
+
+def layer_class(type_name: str, where: str) -> type:
+    cls = getattr(keras.layers, type_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)):
+        known = sorted(n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n)))
+        close = difflib.get_close_matches(type_name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (any class in keras.layers)"
+        raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
+    return cls
+
+
+def layer_kwargs(cls: type) -> list[str]:
+    """The keyword arguments a layer class accepts."""
+    params = inspect.signature(cls.__init__).parameters
+    named = [p for p, v in params.items() if p != "self" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+    return named + [k for k in _BASE_LAYER_KWARGS if k not in named]
+
+
+def make_layer(spec: Any, position: int, model_name: str) -> keras.layers.Layer:
+    spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
+    where = f"conf/model/{model_name}.yaml: model.layers[{position}]"
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{where}: a layer is a mapping with a 'type' key, got {spec!r}")
+    kwargs = {k: v for k, v in spec.items() if k != "type"}
+    cls = layer_class(str(spec["type"]), where)
+    valid = layer_kwargs(cls)
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"{where} ({spec['type']}): unknown argument {key!r}; valid: {', '.join(valid)}"
+            )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({spec['type']}): {err}") from None
+
+
+def build_model(model_cfg: Any, input_shape: tuple[int, ...], n_outputs: int) -> keras.Model:
+    """A built Sequential model; the input shape comes from the data, not the config."""
+    name = str(model_cfg.name)
+    layers = [make_layer(spec, i, name) for i, spec in enumerate(model_cfg.layers)]
+    model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
+    try:
+        outputs = model.output_shape[-1]
+    except (ValueError, AttributeError) as err:
+        raise ConfigError(f"conf/model/{name}.yaml: the layers do not fit together: {err}") from None
+    if outputs != n_outputs:
+        raise ConfigError(
+            f"conf/model/{name}.yaml: the last layer gives {outputs} outputs but a label has {n_outputs} "
+            f"(k x 4); end the model with Dense(units={n_outputs})"
+        )
+    return model
+
+
+def make_metric(name: str) -> keras.metrics.Metric:
+    if name in CUSTOM_METRICS:
+        return CUSTOM_METRICS[name]()
+    try:
+        return keras.metrics.get(name)
+    except ValueError:
+        raise ConfigError(
+            f"training.compile.metrics: unknown metric {name!r}; allowed: R_squared or any keras.metrics "
+            f"name (e.g. MeanSquaredError, MeanAbsoluteError, RootMeanSquaredError, R2Score)"
+        ) from None
+
+
+def compile_model(model: keras.Model, compile_cfg: Any) -> None:
+    """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name."""
+    options: dict[str, Any] = {"learning_rate": compile_cfg.learning_rate}
+    if compile_cfg.clipvalue is not None:
+        options["clipvalue"] = compile_cfg.clipvalue
+    try:
+        optimizer = keras.optimizers.get({"class_name": compile_cfg.optimizer, "config": options})
+    except ValueError:
+        raise ConfigError(
+            f"training.compile.optimizer: unknown optimizer {compile_cfg.optimizer!r}; allowed: any "
+            "keras.optimizers name (adam, sgd, rmsprop, adamw, ...)"
+        ) from None
+    try:
+        loss = keras.losses.get(compile_cfg.loss)
+    except ValueError:
+        raise ConfigError(
+            f"training.compile.loss: unknown loss {compile_cfg.loss!r}; allowed: any keras.losses name "
+            "(mean_squared_error, mean_absolute_error, huber, ...)"
+        ) from None
+    metrics = [make_metric(str(m)) for m in compile_cfg.metrics]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)

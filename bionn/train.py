@@ -1,0 +1,241 @@
+"""run(cfg): data -> model -> fit -> evaluate -> artefacts, in one run folder.
+
+The run folder holds Hydra's .hydra/, info.json, history.csv, tensorboard/,
+checkpoints/ and results_epoch_N.json every save_interval epochs, backup/ (the
+BackupAndRestore state that lets the same command continue in the same folder),
+and at the end model.keras, final_results.json and plots/*.png. A failure
+writes error.json, keeps what was written, and re-raises (non-zero exit).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bionn.config.schema import check_run
+from bionn.io import atomic_write_bytes, atomic_write_json
+
+SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
+FINISHED = ("completed", "early_stopped", "nan")
+
+
+def run_directory() -> Path:
+    """Hydra's output folder of this job, or the working directory outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path.cwd()
+
+
+def run(cfg: Any, run_dir: Path | None = None) -> float:
+    """Train one composed config; returns the final validation loss (what a sweeper minimises)."""
+    run_dir = Path(run_dir or run_directory())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_json(run_dir / "final_results.json")
+    if previous and previous.get("status") in FINISHED:
+        print(
+            f"bionn: {run_dir} already finished ({previous['status']}); delete final_results.json to redo it"
+        )
+        return _nan_to_inf(previous["evaluation"]["validation"]["loss"])
+    started = time.time()
+    try:
+        check_run(cfg)
+        return _train(cfg, run_dir, started)
+    except BaseException as err:
+        atomic_write_json(
+            run_dir / "error.json",
+            {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
+        )
+        atomic_write_json(
+            run_dir / "final_results.json",
+            {
+                "status": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "epochs_completed": _epochs_in_history(run_dir / "history.csv"),
+                "training_time_s": round(time.time() - started, 3),
+                "evaluation": None,
+            },
+        )
+        raise
+
+
+def _train(cfg: Any, run_dir: Path, started: float) -> float:
+    import keras
+    import tensorflow as tf
+
+    from bionn.data.dataset import KineticsDataset
+    from bionn.data.pipeline import EpochClock, make_dataset
+    from bionn.data.stats import load_or_compute_statistics
+    from bionn.distribute import make_strategy
+    from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, save_model
+    from bionn.nn.model import build_model, compile_model
+
+    print(OmegaConf.to_yaml(cfg, resolve=True))
+    strategy = make_strategy(cfg.runtime.cpu_replicas)
+    keras.utils.set_random_seed(cfg.runtime.seed)
+    if cfg.runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    ds = KineticsDataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
+    stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
+    clock = EpochClock()
+    train_data = make_dataset(ds, "train", stats, clock)
+    splits = {split: make_dataset(ds, split, stats, EpochClock()) for split in SPLIT_KEYS}
+
+    with strategy.scope():
+        model = build_model(cfg.model, ds.feature_shape, ds.n_labels)
+        compile_model(model, cfg.training.compile)
+
+    def evaluate(m: keras.Model) -> dict:
+        return {
+            key: {k: _finite(v) for k, v in m.evaluate(splits[split], verbose=0, return_dict=True).items()}
+            for split, key in SPLIT_KEYS.items()
+        }
+
+    atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy))
+    history = HistoryCSV(run_dir / "history.csv")
+    early = None
+    callbacks = [
+        EpochClockCallback(clock),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), save_freq="epoch", double_checkpoint=True),
+        history,
+        PeriodicResults(cfg.training.save_interval, run_dir, evaluate),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
+    ]
+    if cfg.training.early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
+        )
+        callbacks.append(early)
+
+    # Keras may start the training iterator before BackupAndRestore restores the epoch:
+    # point the clock at the epoch this fit resumes at, so no early batch uses another order.
+    metadata = _read_json(run_dir / "backup" / "training_metadata.json") or {}
+    clock.epoch = int(metadata.get("epoch", 0))
+    if clock.epoch:
+        print(f"bionn: resuming {run_dir} at epoch {clock.epoch + 1}")
+    fit_started = time.time()
+    model.fit(
+        train_data,
+        validation_data=splits["val"],
+        epochs=cfg.training.epochs,
+        callbacks=callbacks,
+        verbose=cfg.training.verbose,
+        shuffle=False,  # the pipeline orders each epoch itself
+    )
+    fit_time = time.time() - fit_started
+    losses = history.history().get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        status = "nan"
+    elif early is not None and early.stopped_epoch > 0:
+        status = "early_stopped"
+    else:
+        status = "completed"
+    evaluation = evaluate(model)
+    save_model(model, run_dir / "model.keras")
+    _plot_history(history.history(), run_dir / "plots")
+    val_losses = [v for v in history.history().get("val_loss", []) if math.isfinite(v)]
+    atomic_write_json(
+        run_dir / "final_results.json",
+        {
+            "status": status,
+            "epochs_completed": len(losses),
+            "training_time_s": round(fit_time, 3),
+            "wall_time_s": round(time.time() - started, 3),
+            "best_val_loss": min(val_losses) if val_losses else None,
+            "evaluation": evaluation,
+        },
+    )
+    print(f"bionn: {status} after {len(losses)} epoch(s); results in {run_dir}")
+    return _nan_to_inf(evaluation["validation"]["loss"])
+
+
+def _info(cfg, ds, stats, model, strategy) -> dict:
+    import hydra
+    import keras
+    import numba
+    import numpy as np
+    import tensorflow as tf
+
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data": {
+            "feature_shape": list(ds.feature_shape),
+            "n_labels": ds.n_labels,
+            "splits": {split: list(rng) for split, rng in ds.splits.items()},
+            "rk4_substeps": ds.n_sub,
+            "statistics": stats.summary(),
+        },
+        "parameters": int(model.count_params()),
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+            "hydra": hydra.__version__,
+        },
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "replicas": strategy.num_replicas_in_sync,
+        "command": sys.argv,
+    }
+
+
+def _plot_history(history: dict[str, list[float]], folder: Path) -> None:
+    """One PNG per metric: training and validation curves over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key in (k for k in history if not k.startswith("val_")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        epochs = range(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], marker="o", label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(folder / f"{key}.png", buffer.getvalue())
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: non-finite values are written as null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _nan_to_inf(value: float | None) -> float:
+    return float("inf") if value is None else float(value)
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _epochs_in_history(path: Path) -> int:
+    try:
+        return max(0, len(path.read_text().strip().splitlines()) - 1)
+    except OSError:
+        return 0

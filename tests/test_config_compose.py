@@ -1,0 +1,111 @@
+"""Real Hydra composition of conf/: shapes, experiments vs the seed TOML, and every bad config."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bionn.config.schema import ConfigError, check_run, register_schemas
+
+SEED = ROOT.parent / "shared" / "seed"
+register_schemas()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_default_composition_has_the_documented_shape():
+    cfg = composed()
+    assert cfg.model.name == "E" and cfg.dataset.name == "dtest" and cfg.training.name == "default"
+    assert cfg.model.layers[0].type == "Conv2D" and list(cfg.model.layers[0].kernel_size) == [3, 1]
+    assert set(cfg.dataset.parameters) >= {
+        "k1_min",
+        "k3_max",
+        "E0_min",
+        "S0_max",
+        "spectra_min",
+        "amplitude_max",
+    }
+    assert set(cfg.dataset.shape) >= {
+        "seed",
+        "n_samples",
+        "n_shards",
+        "batch_size",
+        "shuffle_buffer_size",
+        "splits",
+    }
+    assert set(cfg.training.compile) >= {"optimizer", "loss", "metrics", "clipvalue"}
+    assert cfg.training.compile.clipvalue == 1.0
+    check_run(cfg)
+
+
+@pytest.mark.parametrize("name", ["A", "E", "P", "P2"])
+def test_experiment_pins_every_value_of_the_seed_toml(name):
+    configs = tomllib.loads((SEED / "configurations.toml").read_text())
+    datasets = tomllib.loads((SEED / "data.toml").read_text())
+    seed = configs[name]
+    cfg = composed(f"experiment={name}")
+    assert OmegaConf.to_container(cfg.model.layers) == seed["structure"]["layers"]
+    for key, value in seed["compile"].items():
+        assert OmegaConf.to_container(cfg.training.compile)[key] == value
+    assert cfg.training.epochs == seed["training"]["epochs"]
+    assert cfg.training.save_interval == seed["training"]["save_interval"]
+    assert cfg.training.use_stats_of == seed["dataset"]["use_stats_of"]
+    data = datasets[seed["dataset"]["training"]]
+    assert cfg.dataset.name == seed["dataset"]["training"]
+    for key, value in data["parameters"].items():
+        assert cfg.dataset.parameters[key] == value
+    for key, value in data["shape"].items():
+        assert OmegaConf.to_container(cfg.dataset.shape)[key] == value
+    check_run(cfg)
+
+
+def test_experiment_E_is_model_E_on_dbig_for_200_epochs():
+    cfg = composed("experiment=E")
+    assert (cfg.model.name, cfg.dataset.name, cfg.training.epochs) == ("E", "dbig", 200)
+    assert (cfg.training.save_interval, cfg.training.use_stats_of) == (1, 300000)
+
+
+def test_quick_debug_shrinks_any_run():
+    cfg = composed("experiment=P2", "debug=quick")
+    assert cfg.training.epochs == 1 and cfg.dataset.shape.n_samples <= 1000
+    check_run(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("training.epochs=abc", "epochs"),
+        ("training.epochz=3", "epochz"),
+        ("dataset.shape.batch_size=1.5", "batch_size"),
+        ("model=Z", "model"),
+    ],
+)
+def test_hydra_rejects_types_and_unknown_keys(override, message):
+    with pytest.raises(Exception, match=message):
+        composed(override)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+training.foo=1", r"unknown config key\(s\): training\.foo"),
+        ("+foo=1", r"unknown config key\(s\): foo"),
+        ("training.epochs=0", r"conf/training/default\.yaml: training\.epochs = 0 is invalid: must be >= 1"),
+        ("training.compile.learning_rate=-1", r"training\.compile\.learning_rate = -1\.0"),
+        ("training.compile.clipvalue=0", r"training\.compile\.clipvalue = 0\.0 .*or null"),
+        ("dataset.parameters.k1_min=9", r"conf/dataset/dtest\.yaml: dataset\.parameters\.k1_min = 9\.0"),
+        ("runtime.cpu_replicas=0", r"runtime\.cpu_replicas = 0"),
+        ("training.verbose=7", r"training\.verbose = 7 .*allowed: 0, 1, 2"),
+    ],
+)
+def test_semantic_checks_name_key_value_and_allowed(override, message):
+    cfg = composed(override)
+    with pytest.raises(ConfigError, match=message):
+        check_run(cfg)

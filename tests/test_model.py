@@ -1,0 +1,97 @@
+"""Model building from layer specs, compile options and the pooled R-squared metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from test_config_compose import composed
+
+from bionn.config.schema import CompileConfig, ConfigError
+from bionn.nn.metrics import PooledRSquared
+from bionn.nn.model import build_model, compile_model
+
+
+def model_cfg(*layers, name="T"):
+    return OmegaConf.create({"name": name, "layers": list(layers)})
+
+
+@pytest.mark.parametrize("name", ["A", "E", "P", "P2"])
+def test_seed_models_build_with_their_toml_spellings(name):
+    cfg = composed(f"model={name}")
+    model = build_model(cfg.model, (501, 3, 1), 12)
+    assert model.output_shape == (None, 12)
+    assert [type(layer).__name__ for layer in model.layers] == [spec.type for spec in cfg.model.layers]
+
+
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        (
+            [{"type": "Dense2", "units": 12}],
+            r"model\.layers\[0\]: unknown layer type 'Dense2'; did you mean Dense",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "Dense", "unit": 12}],
+            r"model\.layers\[1\] \(Dense\): unknown argument 'unit'; valid: units, activation",
+        ),
+        ([{"units": 12}], r"model\.layers\[0\]: a layer is a mapping with a 'type' key"),
+        (
+            [{"type": "Flatten"}, {"type": "Dense", "units": 10}],
+            r"last layer gives 10 outputs but a label has 12",
+        ),
+        ([{"type": "Dense", "units": 12, "activation": "nope"}], r"model\.layers\[0\] \(Dense\): .*nope"),
+    ],
+)
+def test_bad_layers_name_position_argument_and_valid_ones(layers, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(model_cfg(*layers), (501, 3, 1), 12)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"optimizer": "adamm"}, r"unknown optimizer 'adamm'"),
+        ({"loss": "mse2"}, r"unknown loss 'mse2'"),
+        ({"metrics": ["R_squared", "Accuracyy"]}, r"unknown metric 'Accuracyy'; allowed: R_squared or any"),
+    ],
+)
+def test_bad_compile_options(change, message):
+    model = build_model(model_cfg({"type": "Flatten"}, {"type": "Dense", "units": 12}), (501, 3, 1), 12)
+    cfg = OmegaConf.merge(OmegaConf.structured(CompileConfig), change)
+    with pytest.raises(ConfigError, match=message):
+        compile_model(model, cfg)
+
+
+def test_compile_uses_learning_rate_clipvalue_and_metric_names():
+    model = build_model(model_cfg({"type": "Flatten"}, {"type": "Dense", "units": 12}), (501, 3, 1), 12)
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(CompileConfig),
+        {
+            "optimizer": "sgd",
+            "learning_rate": 0.25,
+            "clipvalue": 0.5,
+            "metrics": ["R_squared", "R2Score", "MeanAbsoluteError"],
+        },
+    )
+    compile_model(model, cfg)
+    assert type(model.optimizer).__name__ == "SGD"
+    assert float(model.optimizer.learning_rate) == 0.25 and model.optimizer.clipvalue == 0.5
+    x = np.random.default_rng(0).normal(size=(8, 501, 3, 1)).astype("float32")
+    logs = model.evaluate(x, np.zeros((8, 12), "float32"), verbose=0, return_dict=True)
+    assert {"loss", "r_squared", "r2_score", "mean_absolute_error"} <= set(logs)
+
+
+def test_pooled_r_squared_is_exact_over_batches():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(100, 12)) + np.arange(12)
+    p = y + rng.normal(scale=0.5, size=y.shape)
+    metric = PooledRSquared()
+    for lo in range(0, 100, 7):
+        metric.update_state(y[lo : lo + 7], p[lo : lo + 7])
+    expected = 1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-6)
+    constant = PooledRSquared()
+    constant.update_state(y, np.broadcast_to(y.mean(0), y.shape))
+    # a per-output constant predictor already scores high on the pooled definition
+    assert float(constant.result()) > 0.8
