@@ -83,8 +83,10 @@ class KineticsDataset:
         self.bounds = np.zeros((9, 2))
         for row, key in enumerate(("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")):
             self.bounds[row] = (float(p[f"{key}_min"]), float(p[f"{key}_max"]))
-        max_rate = p.k1_max * (p.E0_max + p.S0_max) + p.k2_max + p.k3_max
-        self.n_sub = kinetics.rk4_substeps(max_rate, self.dt)
+        max_total = float(p.E0_max + p.S0_max)
+        max_rate = p.k1_max * max_total + p.k2_max + p.k3_max
+        # Each sample picks its own RK4 step count; this is the most any sample takes.
+        self.n_sub = kinetics.rk4_substeps(float(max_rate), max_total, self.dt)
         sizes = split_sizes(int(shape.n_samples), list(shape.splits))
         starts = np.cumsum((0,) + sizes)
         self.splits = {s: (int(starts[i]), int(starts[i + 1])) for i, s in enumerate(SPLIT_NAMES)}
@@ -141,23 +143,26 @@ class KineticsDataset:
         stream: int = 0,
         parallel: bool = True,
         concentrations: bool = True,
+        normalise: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Samples:
         """Generate the samples with these global indices (all cores unless parallel=False).
 
         concentrations=False skips storing the (N, T, 4) trajectories (then empty),
-        which training and statistics do not need.
+        which training and statistics do not need. normalise=(mean, scale), both
+        (T, k), writes float32 features (x - mean) * scale instead of the raw float64 ones.
         """
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         n, t, k, w = len(indices), self.n_times, self.n_components, self.n_wavelengths
         out = Samples(
             index=indices,
-            features=np.empty((n, t, k)),
+            features=np.empty((n, t, k), dtype=np.float64 if normalise is None else np.float32),
             labels=np.empty((n, k * kinetics.N_SPECIES)),
             kinetic=np.empty((n, kinetics.N_KINETIC)),
             amplitudes=np.empty((n, kinetics.N_SPECIES)),
             spectra=np.empty((n, w, kinetics.N_SPECIES)),
             concentrations=np.empty((n if concentrations else 0, t, kinetics.N_SPECIES)),
         )
+        mean, scale = normalise if normalise is not None else (np.zeros((t, k)), np.ones((t, k)))
         extra = (min(n, 8 * numba.get_num_threads()),) if parallel else ()
         kernel = kinetics.generate_parallel if parallel else kinetics.generate_serial
         kernel(
@@ -168,8 +173,9 @@ class KineticsDataset:
             self.mechanism,
             self.t_start,
             self.dt,
-            self.n_sub,
             self.sign_rule,
+            np.ascontiguousarray(mean, dtype=np.float64).reshape(t, k),
+            np.ascontiguousarray(scale, dtype=np.float64).reshape(t, k),
             out.features,
             out.labels,
             out.kinetic,

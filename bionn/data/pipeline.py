@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from bionn.data.dataset import KineticsDataset
-from bionn.data.stats import Statistics, standardise
+from bionn.data.stats import STD_EPSILON, Statistics, standardise
 
 # Samples generated per Python call: the call overhead of tf.numpy_function (~0.5 ms)
 # is amortised over this many samples, and the compiled kernel runs on all cores.
@@ -42,6 +42,7 @@ class _BatchSource:
         self.ds, self.split, self.stats, self.clock = ds, split, stats, clock
         self.batch_size = batch_size
         self.scale_labels = scale_labels
+        self.feature_norm = (stats.feature_mean, 1.0 / (stats.feature_std + STD_EPSILON))
         self._lock = threading.Lock()
         self._order_epoch = -1
         self._order = None
@@ -57,12 +58,12 @@ class _BatchSource:
         """Normalised features (n, T, k, 1) and labels (n, 4k) of order positions lo..hi-1."""
         epoch = self.clock.epoch if self.split == "train" else 0
         indices = self.order(epoch)[lo:hi]
-        generated = self.ds.generate(indices, self.ds.stream(self.split, epoch), concentrations=False)
-        n = len(indices)
-        features = np.empty((n, *self.ds.feature_shape), dtype=np.float32)
-        standardise(generated.features, self.stats.feature_mean, self.stats.feature_std, features)
+        generated = self.ds.generate(
+            indices, self.ds.stream(self.split, epoch), concentrations=False, normalise=self.feature_norm
+        )
+        features = generated.features.reshape(len(indices), *self.ds.feature_shape)
         if self.scale_labels:
-            labels = np.empty((n, self.ds.n_labels), dtype=np.float32)
+            labels = np.empty((len(indices), self.ds.n_labels), dtype=np.float32)
             standardise(generated.labels, self.stats.label_mean, self.stats.label_std, labels)
         else:
             labels = generated.labels.astype(np.float32)
@@ -115,7 +116,9 @@ def make_dataset(
         return tf.ensure_shape(features, feature_shape), tf.ensure_shape(labels, label_shape)
 
     # Whole chunks first, then the batches left over (the last one possibly partial).
-    chunks = tf.data.Dataset.range(n_chunks).map(load_chunk).unbatch()
+    # Two chunks in flight: one generates (GIL released) while TensorFlow copies out the other.
+    chunks = tf.data.Dataset.range(n_chunks).map(load_chunk, num_parallel_calls=2, deterministic=True)
+    chunks = chunks.unbatch()
     rest = tf.data.Dataset.range(n_chunks * per_chunk, n_batches).map(load_batch)
     pipeline = chunks.concatenate(rest).apply(tf.data.experimental.assert_cardinality(n_batches))
     options = tf.data.Options()

@@ -1,0 +1,134 @@
+"""tf.data pipeline vs the engine alone, and peak memory while streaming, in one run.
+
+Prints a JSON object as its last line: pipeline_samples_per_s (normalised,
+batched training data out of tf.data, consumed by TensorFlow's own loop),
+engine_samples_per_s (the compiled engine alone, same run), their ratio,
+handoff_ceiling_samples_per_s (the same pipeline fed ready arrays: what
+TensorFlow's numpy_function/unbatch hand-off alone allows), and
+peak_rss_mb_10k / peak_rss_mb_1m (peak RSS of a process streaming 10,000 and
+1,000,000 training samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bionn.config.schema import resolve_dataset
+from bionn.data.dataset import KineticsDataset
+from bionn.data.pipeline import CHUNK_SAMPLES, EpochClock, make_dataset
+from bionn.data.stats import load_or_compute_statistics
+
+STATS_SAMPLES = 4096
+
+
+def dataset(train_samples: int) -> KineticsDataset:
+    """dbig, resized so that its training split holds `train_samples`."""
+    from omegaconf import OmegaConf
+
+    cfg = resolve_dataset("dbig")
+    cfg = OmegaConf.merge(cfg, {"shape": {"n_samples": max(1000, math.ceil(train_samples / 0.8))}})
+    return KineticsDataset(cfg)
+
+
+def drain(pipeline, batches: int) -> int:
+    """Consume batches inside TensorFlow's own loop (as Keras' fit does); returns the samples seen."""
+    import tensorflow as tf
+
+    def count(total, batch):
+        return total + tf.shape(batch[0], out_type=tf.int64)[0]
+
+    return int(pipeline.take(batches).reduce(tf.constant(0, tf.int64), count))
+
+
+def stream(samples: int, cache: str) -> None:
+    """Child process: stream `samples` training samples, print peak RSS in MB."""
+    ds = dataset(samples)
+    stats = load_or_compute_statistics(ds, STATS_SAMPLES, cache, progress=False)
+    seen = drain(make_dataset(ds, "train", stats, EpochClock()), math.ceil(samples / ds.batch_size))
+    assert seen >= samples, seen
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def rates(seconds: float, cache: str) -> tuple[float, float]:
+    ds = dataset(10**6)
+    stats = load_or_compute_statistics(ds, STATS_SAMPLES, cache, progress=False)
+    ds.generate(np.arange(64), concentrations=False)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        ds.generate(np.arange(n, n + CHUNK_SAMPLES), concentrations=False)
+        n += CHUNK_SAMPLES
+    engine = n / (time.perf_counter() - start)
+    pipeline = make_dataset(ds, "train", stats, EpochClock())
+    drain(pipeline.take(40), 40)  # trace and warm up
+    batches = int(engine * seconds / ds.batch_size)
+    start = time.perf_counter()
+    seen = drain(pipeline, batches)
+    return seen / (time.perf_counter() - start), engine, handoff_ceiling(ds, stats, batches)
+
+
+def handoff_ceiling(ds: KineticsDataset, stats, batches: int) -> float:
+    """The same pipeline with generation replaced by ready arrays: TensorFlow's own hand-off cost."""
+    from bionn.data import pipeline as module
+
+    ready = module._BatchSource(ds, "train", stats, EpochClock(), ds.batch_size, False).samples(
+        0, CHUNK_SAMPLES
+    )
+    original = module._BatchSource.samples
+    module._BatchSource.samples = lambda self, lo, hi: tuple(a[: hi - lo] for a in ready)
+    try:
+        start = time.perf_counter()
+        seen = drain(make_dataset(ds, "train", stats, EpochClock()), batches)
+        return seen / (time.perf_counter() - start)
+    finally:
+        module._BatchSource.samples = original
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stream:
+        stream(args.stream, args.cache)
+        return
+    with tempfile.TemporaryDirectory() as cache:
+        pipeline, engine, ceiling = rates(args.seconds, cache)
+        rss = {}
+        for label, n in (("10k", 10_000), ("1m", 1_000_000)):
+            out = subprocess.run(
+                [sys.executable, __file__, "--stream", str(n), "--cache", cache],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rss[label] = float(out.stdout.strip().splitlines()[-1])
+    result = {
+        "pipeline_samples_per_s": round(pipeline),
+        "engine_samples_per_s": round(engine),
+        "pipeline_over_engine": round(pipeline / engine, 3),
+        "handoff_ceiling_samples_per_s": round(ceiling),
+        "peak_rss_mb_10k": round(rss["10k"], 1),
+        "peak_rss_mb_1m": round(rss["1m"], 1),
+        "rss_growth": round(rss["1m"] / rss["10k"] - 1, 4),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+    }
+    if not args.json:
+        print(f"pipeline {pipeline:,.0f}/s vs engine {engine:,.0f}/s; RSS {rss}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
