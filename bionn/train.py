@@ -198,6 +198,7 @@ def _plot_history(history: dict[str, list[float]], folder: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     for key in (k for k in history if not k.startswith("val_")):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -205,6 +206,7 @@ def _plot_history(history: dict[str, list[float]], folder: Path) -> None:
         ax.plot(epochs, history[key], marker="o", label="train")
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend()

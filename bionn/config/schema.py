@@ -229,7 +229,7 @@ class CompileConfig:
 class TrainingConfig:
     name: str = "default"
     compile: CompileConfig = field(default_factory=CompileConfig)
-    epochs: int = 20
+    epochs: int = 10
     # Model checkpoint plus an evaluation on all splits every this many epochs (0 = never).
     save_interval: int = 5
     # Normalisation statistics over the first this many training samples (capped at the split).
