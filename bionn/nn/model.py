@@ -82,8 +82,8 @@ def make_metric(name: str) -> keras.metrics.Metric:
         ) from None
 
 
-def compile_model(model: keras.Model, compile_cfg: Any) -> None:
-    """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name."""
+def check_compile(compile_cfg: Any) -> tuple[Any, Any, list[keras.metrics.Metric]]:
+    """Optimizer, loss and metrics of a compile config; ConfigError names any unknown one."""
     options: dict[str, Any] = {"learning_rate": compile_cfg.learning_rate}
     if compile_cfg.clipvalue is not None:
         options["clipvalue"] = compile_cfg.clipvalue
@@ -102,4 +102,10 @@ def compile_model(model: keras.Model, compile_cfg: Any) -> None:
             "(mean_squared_error, mean_absolute_error, huber, ...)"
         ) from None
     metrics = [make_metric(str(m)) for m in compile_cfg.metrics]
+    return optimizer, loss, metrics
+
+
+def compile_model(model: keras.Model, compile_cfg: Any) -> None:
+    """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name."""
+    optimizer, loss, metrics = check_compile(compile_cfg)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
