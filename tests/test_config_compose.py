@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, check_run, register_schemas
 
-SEED = ROOT.parent / "shared" / "seed"
+SEED = ROOT / "examples"  # copies of the seed TOMLs (test_importer checks they match)
 register_schemas()
 
 
