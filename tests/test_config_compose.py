@@ -95,8 +95,8 @@ def test_hydra_rejects_types_and_unknown_keys(override, message):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("+training.foo=1", r"unknown config key\(s\): training\.foo"),
-        ("+foo=1", r"unknown config key\(s\): foo"),
+        ("+training.foo=1", r"unknown config key\(s\): training\.foo \(allowed there: name, compile, epochs"),
+        ("+foo=1", r"unknown config key\(s\): foo \(allowed there: model, dataset, training, runtime\)"),
         ("training.epochs=0", r"conf/training/default\.yaml: training\.epochs = 0 is invalid: must be >= 1"),
         ("training.compile.learning_rate=-1", r"training\.compile\.learning_rate = -1\.0"),
         ("training.compile.clipvalue=0", r"training\.compile\.clipvalue = 0\.0 .*or null"),

@@ -8,6 +8,7 @@ checks a type cannot express and names the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,6 @@ def load_dataset_config(path: Path) -> DictConfig:
 
 def find_config_dir(explicit: str | None = None) -> Path:
     """The conf/ folder: explicit, $BIONN_CONFIG_DIR, ./conf, or the one beside the package."""
-    import os
-
     for candidate in (explicit, os.environ.get("BIONN_CONFIG_DIR"), "conf"):
         if candidate and Path(candidate, "dataset").is_dir():
             return Path(candidate)
@@ -270,12 +269,13 @@ def register_schemas() -> None:
 
 
 def unknown_keys(cfg: Any, schema: Any = RunConfig, prefix: str = "") -> list[str]:
-    """Keys of cfg that the dataclass schema does not define (e.g. added with `+key=...`)."""
+    """Keys of cfg that the dataclass schema does not define (e.g. added with `+key=...`),
+    each with the keys allowed at its place."""
     found = []
     names = {f.name: f for f in dataclasses.fields(schema)}
     for key in cfg.keys() if isinstance(cfg, DictConfig) else []:
         if key not in names:
-            found.append(f"{prefix}{key}")
+            found.append(f"{prefix}{key} (allowed there: {', '.join(names)})")
             continue
         default = (
             names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
@@ -290,7 +290,7 @@ def check_run(cfg: Any) -> None:
     """Semantic checks of a composed run config beyond the types (the model's own are in bionn.nn)."""
     extra = [k for k in unknown_keys(cfg) if not k.startswith("hydra")]
     if extra:
-        raise ConfigError(f"unknown config key(s): {', '.join(extra)} (see conf/ and the README's key tour)")
+        raise ConfigError(f"unknown config key(s): {'; '.join(extra)}")
     check_dataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
     t = cfg.training
 

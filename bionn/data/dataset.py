@@ -171,7 +171,6 @@ class KineticsDataset:
             indices,
             self.bounds,
             self.mechanism,
-            self.t_start,
             self.dt,
             self.sign_rule,
             np.ascontiguousarray(mean, dtype=np.float64).reshape(t, k),

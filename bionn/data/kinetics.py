@@ -448,7 +448,6 @@ def generate_serial(
     indices,
     bounds,
     mechanism,
-    t_start,
     dt,
     sign_rule,
     feature_mean,
@@ -464,7 +463,7 @@ def generate_serial(
 
     out_conc may have zero rows: the concentrations are then kept only as the
     reduced state in a scratch buffer of LANES samples (training does not need them).
-    t_start is the grid's origin; the system is autonomous, so only dt matters.
+    The system is autonomous: only the grid's spacing dt matters, not its origin.
     """
     n, n_t, n_w = indices.shape[0], out_features.shape[1], out_spectra.shape[1]
     keep_conc = out_conc.shape[0] == n
@@ -519,7 +518,6 @@ def generate_parallel(
     indices,
     bounds,
     mechanism,
-    t_start,
     dt,
     sign_rule,
     feature_mean,
@@ -543,7 +541,6 @@ def generate_parallel(
             indices[lo:hi],
             bounds,
             mechanism,
-            t_start,
             dt,
             sign_rule,
             feature_mean,
