@@ -28,6 +28,20 @@ from bionn.data import kinetics
 _ORDER_STREAM = 2**62
 
 
+# TensorFlow adopts a returned NumPy array without copying it when its data are
+# aligned to this many bytes (Eigen's alignment); np.empty gives only 16.
+TF_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+    """np.empty whose data start on a TF_ALIGNMENT boundary (zero-copy hand-off to TensorFlow)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + TF_ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % TF_ALIGNMENT
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 @dataclass
 class Samples:
     """A batch of generated samples, float64, un-normalised."""
@@ -155,7 +169,7 @@ class KineticsDataset:
         n, t, k, w = len(indices), self.n_times, self.n_components, self.n_wavelengths
         out = Samples(
             index=indices,
-            features=np.empty((n, t, k), dtype=np.float64 if normalise is None else np.float32),
+            features=aligned_empty((n, t, k), np.float64 if normalise is None else np.float32),
             labels=np.empty((n, k * kinetics.N_SPECIES)),
             kinetic=np.empty((n, kinetics.N_KINETIC)),
             amplitudes=np.empty((n, kinetics.N_SPECIES)),
