@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bionn.config.schema import check_run
+from bionn.config.tree import print_config_tree
 from bionn.io import atomic_write_bytes, atomic_write_json
 
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
@@ -106,7 +107,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, save_model
     from bionn.nn.model import build_model, compile_model
 
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    print_config_tree(cfg)
     strategy = make_strategy(cfg.runtime.cpu_replicas)
     keras.utils.set_random_seed(cfg.runtime.seed)
     if cfg.runtime.deterministic:

@@ -42,7 +42,7 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_sweep_with_a_failing_job_finishes_the_others_prints_the_table_and_exits_nonzero(sweep):
     folder, done = sweep
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "learning_rate: 0.002" in done.stdout  # each job prints its config
+    assert "├── dataset" in done.stdout and "learning_rate: 0.002" in done.stdout  # config tree per job
     statuses = {job: json.loads((folder / job / "final_results.json").read_text())["status"] for job in "012"}
     assert statuses == {"0": "completed", "1": "failed", "2": "completed"}  # job 2 ran after the failure
     table = done.stdout[done.stdout.index("# Sweep summary") :]
