@@ -126,7 +126,8 @@ def read_job(path: Path, root: Path) -> JobSummary:
     job.epochs = final.get("epochs_completed", len(history["epoch"]) if history else None)
     job.training_time_s = final.get("training_time_s")
     finite = [v for v in job.val_loss if math.isfinite(v)]
-    job.best_val_loss = final.get("best_val_loss", min(finite) if finite and not final else None)
+    # A failed or unfinished job has no best_val_loss of its own: take it from history.csv.
+    job.best_val_loss = final.get("best_val_loss") if "best_val_loss" in final else min(finite, default=None)
     job.error = (error or {}).get("message") if isinstance(error, dict) else None
     job.error = job.error or final.get("error")
     if isinstance(final.get("evaluation"), dict):
@@ -148,7 +149,11 @@ def collect(root: Path) -> list[JobSummary]:
 
 
 def baseline_rows(jobs: list[JobSummary], provider: BaselineProvider | None) -> list[JobSummary]:
-    """One row per distinct dataset of the jobs, from provider(dataset config) (None: no rows)."""
+    """One row per distinct dataset of the jobs, from provider(dataset config) (None: no rows).
+
+    A provider takes the composed dataset config as a dict and returns test metrics
+    (e.g. {"r2_mean": ..., "r2_per_output": [...]}) or None; pass it to write_report.
+    """
     if provider is None:
         return []
     rows, seen = [], set()
