@@ -4,7 +4,9 @@ The run folder holds Hydra's .hydra/, info.json, history.csv, tensorboard/,
 checkpoints/ and results_epoch_N.json every save_interval epochs, backup/ (the
 BackupAndRestore state that lets the same command continue in the same folder),
 and at the end model.keras, final_results.json and plots/*.png. A failure
-writes error.json, keeps what was written, and re-raises (non-zero exit).
+writes error.json, keeps what was written, and re-raises (non-zero exit); inside a
+multirun reported by bionn.report.SweepReport it returns instead, and the report
+exits non-zero when the sweep ends.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bionn.config.schema import check_run
+from bionn.config.tree import print_config_tree
 from bionn.io import atomic_write_bytes, atomic_write_json
 
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
@@ -66,7 +69,31 @@ def run(cfg: Any, run_dir: Path | None = None) -> float:
                 "evaluation": None,
             },
         )
+        if isinstance(err, Exception) and _sweep_report_collects_failures():
+            traceback.print_exc()
+            print(
+                f"bionn: job failed, the sweep goes on; the sweep report names it ({run_dir})",
+                file=sys.stderr,
+            )
+            return float("inf")
         raise
+
+
+def _sweep_report_collects_failures() -> bool:
+    """True in a multirun whose hydra.callbacks include bionn.report.SweepReport: that callback
+    names the failed jobs and exits non-zero when the sweep ends, so a failed job returns and
+    the other jobs still run (Hydra would otherwise stop the sweep at the first exception)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return False
+    callbacks = hydra_cfg.get("callbacks") or {}
+    return hydra_cfg.mode == RunMode.MULTIRUN and any(
+        str(c.get("_target_", "")) == "bionn.report.SweepReport" for c in callbacks.values()
+    )
 
 
 def _train(cfg: Any, run_dir: Path, started: float) -> float:
@@ -80,7 +107,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, save_model
     from bionn.nn.model import build_model, compile_model
 
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    print_config_tree(cfg)
     strategy = make_strategy(cfg.runtime.cpu_replicas)
     keras.utils.set_random_seed(cfg.runtime.seed)
     if cfg.runtime.deterministic:
