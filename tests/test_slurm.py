@@ -90,26 +90,32 @@ def job_logs(sweep_dir: Path, task: int = 0) -> list[Path]:
     return sorted((sweep_dir / ".submitit").rglob(f"*_{task}_log.out"))
 
 
-def sweep_requeued_after_epoch_1(cmd: list[str], run: Path) -> subprocess.CompletedProcess:
-    """Run a one-job sweep; once its first epoch is in history.csv, `scontrol requeue` the job."""
+def sweep_interrupted(cmd: list[str], run: Path, *interruptions: list[str]) -> subprocess.CompletedProcess:
+    """Run a one-job sweep; after its epoch i (1, 2, ...) is in history.csv, run interruptions[i-1]
+    (a command to which the job id is appended) while the job trains epoch i + 1."""
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 900
-    while time.time() < deadline and launcher.poll() is None:
-        if (run / "history.csv").exists() and epochs_in(run / "history.csv") == [0]:
-            break  # epoch 1 is finished: requeue inside epoch 2
-        time.sleep(0.2)
-    assert launcher.poll() is None, "the sweep ended before its job could be requeued"
-    job = read(run / "info.json")["slurm"]["job_id"]
-    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    for finished, interrupt in enumerate(interruptions, start=1):
+        while time.time() < deadline and launcher.poll() is None:
+            if (run / "history.csv").exists() and epochs_in(run / "history.csv") == list(range(finished)):
+                break
+            time.sleep(0.2)
+        assert launcher.poll() is None, f"the sweep ended before its interruption after epoch {finished}"
+        job = read(run / "info.json")["slurm"]["job_id"]
+        subprocess.run([*interrupt, job], check=True, capture_output=True)
     output, _ = launcher.communicate(timeout=900)
     return subprocess.CompletedProcess(cmd, launcher.returncode, output, "")
 
 
-def assert_resumed_at_epoch_2(log: str, epochs: int) -> None:
-    """The restart announces epoch 2 and its first epoch is 2 (epoch 1 is never trained again)."""
-    assert re.findall(r"bionn: resuming \S+ at epoch (\d+)", log) == ["2"], log[-2000:]
-    after = log[log.rindex("bionn: resuming") :]
-    assert re.findall(rf"Epoch (\d+)/{epochs}", after)[0] == "2"
+REQUEUE = ["scontrol", "requeue"]  # no signal: the job just starts again
+PREEMPT = ["scancel", "--signal=USR2"]  # what a timeout or preemption sends: submitit requeues the job
+
+
+def assert_resumed_at(log: str, epochs: int, *starts: int) -> None:
+    """Each restart announces the epoch after the last finished one and trains from there."""
+    assert re.findall(r"bionn: resuming \S+ at epoch (\d+)", log) == [str(e) for e in starts], log[-2000:]
+    for part, start in zip(log.split("bionn: resuming")[1:], starts, strict=True):
+        assert re.findall(rf"Epoch (\d+)/{epochs}", part)[0] == str(start)
 
 
 def test_slurm_sweep_is_one_job_array_with_a_finished_run_folder_per_configuration(slurm, cache, tmp_path):
@@ -132,21 +138,23 @@ def test_slurm_sweep_is_one_job_array_with_a_finished_run_folder_per_configurati
     assert len(job_logs(out)) == 2
 
 
-def test_requeued_job_resumes_in_its_run_folder_at_the_next_epoch(slurm, cache, tmp_path):
+def test_requeued_and_preempted_job_resumes_in_its_run_folder_at_the_next_epoch(slurm, cache, tmp_path):
     out = tmp_path / "sweep"
     run = out / "0"
     args = ["model=E", *QUICK, "training.epochs=3", "training.save_interval=0"]
     cmd = sweep_command(*slurm, *args, "training.early_stopping_patience=0", sweep=out, cache=cache)
-    done = sweep_requeued_after_epoch_1(cmd, run)
+    done = sweep_interrupted(cmd, run, REQUEUE, PREEMPT)
     assert done.returncode == 0, done.stdout[-3000:]
 
     final = read(run / "final_results.json")
     assert final["status"] == "completed" and final["epochs_completed"] == 3
     assert {"training_time_s", "wall_time_s", "best_val_loss", "evaluation"} <= set(final)
     assert epochs_in(run / "history.csv") == [0, 1, 2]
-    assert read(run / "info.json")["slurm"]["restart_count"] == 1
+    assert read(run / "info.json")["slurm"]["restart_count"] == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
-    assert_resumed_at_epoch_2(job_logs(out)[0].read_text(), epochs=3)
+    log = job_logs(out)[0].read_text()
+    assert_resumed_at(log, 3, 2, 3)
+    assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 
 
 def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical_weights(
@@ -156,7 +164,7 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
     run = out / "0"
     args = ["model=P", *QUICK, "training.epochs=2", "training.save_interval=0"]
     tasks = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"]
-    done = sweep_requeued_after_epoch_1(sweep_command(*slurm, *tasks, *args, sweep=out, cache=cache), run)
+    done = sweep_interrupted(sweep_command(*slurm, *tasks, *args, sweep=out, cache=cache), run, REQUEUE)
     assert done.returncode == 0, done.stdout[-3000:]
     final = read(run / "final_results.json")
     assert final["status"] == "completed" and final["epochs_completed"] == 2
@@ -167,7 +175,7 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
     digests = []
     for task in (0, 1):
         [log] = job_logs(out, task)
-        assert_resumed_at_epoch_2(log.read_text(), epochs=2)  # both workers restored the backup
+        assert_resumed_at(log.read_text(), 2, 2)  # both workers restored the backup
         digests += re.findall(rf"bionn: worker {task}/2 weights sha256 ([0-9a-f]{{64}})", log.read_text())
     assert len(digests) == 2 and digests[0] == digests[1]
 
