@@ -31,8 +31,13 @@ def _cluster_problem() -> str | None:
     for tool in ("sbatch", "sinfo", "sacct", "scontrol"):
         if not shutil.which(tool):
             return f"no `{tool}` on PATH"
-    state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if state.returncode or not {"idle", "mixed", "allocated"} & set(state.stdout.split()):
+    unusable = ("down", "drain", "fail", "inval", "unk", "not_resp", "no_resp", "maint")
+    for _ in range(30):  # a node may be "completing" the previous test's job for a moment
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+        if not state.returncode and any(not s.startswith(unusable) for s in state.stdout.split()):
+            break
+        time.sleep(1)
+    else:
         return f"no Slurm node is up (sinfo: {state.stdout.strip() or state.stderr.strip()})"
     if subprocess.run(["sacct", "-n"], capture_output=True).returncode:
         return "`sacct` does not answer (submitit needs Slurm accounting)"

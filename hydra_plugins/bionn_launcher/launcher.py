@@ -52,22 +52,24 @@ class _WaitForEveryJob(plugin.BaseSubmititLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
 
-        job_params, run_dirs = [], []
+        job_params = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            job_params.append(
-                (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-            )
-            run_dirs.append(self._run_dir(list(overrides), idx))
+            state = Singleton.get_state()
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
 
         returns, failures = [], []
-        for (overrides, _, idx, *_), run_dir, job in zip(job_params, run_dirs, jobs, strict=True):
+        for (overrides, _, idx, *_), job in zip(job_params, jobs, strict=True):
             try:
                 ret = job.results()[0]
-            except Exception as err:  # the job ended without a result: nothing ran past the failure
+                run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            except Exception:  # killed, out of memory, node failure, ...: the job left no result
                 ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
-                ret.return_value = SweepJobFailed(f"job #{idx} (Slurm/submitit job {job.job_id}): {err}")
+                ret.return_value = SweepJobFailed(
+                    f"job #{idx} ({job.job_id}) ended {job.state} without a result; see {job.paths.stderr}"
+                )
+                run_dir = self._run_dir(overrides, idx)
             if ret.status == JobStatus.FAILED or _failed_run(run_dir):
                 failures.append(_describe_failure(idx, overrides, run_dir, job, ret))
             returns.append(ret)
@@ -95,8 +97,7 @@ def _describe_failure(idx: int, overrides: list[str], run_dir: Path, job: Any, r
     if error:
         why = f"{error.get('type')}: {error.get('message')} (see {run_dir / 'error.json'})"
     else:
-        why = f"{str(ret._return_value).strip().splitlines()[0] if ret._return_value else 'unknown'}"
-        why += f" (no error.json; job log: {job.paths.stderr})"
+        why = f"ended {job.state} without error.json; job log: {job.paths.stderr}"
     return f"  #{idx} {' '.join(overrides)}\n     run folder {run_dir}, job {job.job_id}: {why}"
 
 
