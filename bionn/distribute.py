@@ -1,10 +1,21 @@
-"""Choice of tf.distribute strategy: all local GPUs, else the CPU (optionally split into replicas)."""
+"""Choice of tf.distribute strategy: one process (local GPUs or CPU replicas) or one Slurm step of N tasks.
+
+Inside a Slurm step of more than one task (`srun`, or submitit with nodes > 1 or
+tasks_per_node > 1) every task is a worker of one MultiWorkerMirroredStrategy;
+the cluster layout comes from Slurm's own environment (SlurmClusterResolver).
+"""
 
 from __future__ import annotations
+
+import os
 
 import tensorflow as tf
 
 from bionn.config.schema import ConfigError
+from bionn.slurm import Worker, step_tasks
+
+# First port of the workers on a node; task i on the node listens on PORT_BASE + i.
+PORT_BASE = 8888
 
 
 def split_cpu(replicas: int) -> None:
@@ -24,13 +35,96 @@ def split_cpu(replicas: int) -> None:
         ) from None
 
 
-def make_strategy(cpu_replicas: int = 1) -> tf.distribute.Strategy:
-    """MirroredStrategy over every local GPU; without GPUs over `cpu_replicas` logical CPUs.
+def make_strategy(cpu_replicas: int = 1) -> tuple[tf.distribute.Strategy, Worker]:
+    """The strategy of this process and its place among the workers.
 
-    The global batch is the dataset's batch_size, split evenly across the replicas.
+    One process: MirroredStrategy over every local GPU, without GPUs over
+    `cpu_replicas` logical CPUs. A Slurm step of N > 1 tasks: MultiWorkerMirroredStrategy
+    over all tasks (each with its node's share of GPUs, or its CPU).
+    The global batch is the dataset's batch_size, split evenly across all replicas.
     """
+    if step_tasks() > 1:
+        if cpu_replicas != 1:
+            raise ConfigError(
+                f"runtime.cpu_replicas = {cpu_replicas} is invalid in a Slurm step of "
+                f"{step_tasks()} tasks: multi-worker training uses one CPU device per task; "
+                "allowed: 1 (add tasks with hydra.launcher.tasks_per_node or nodes instead)"
+            )
+        return make_multi_worker_strategy()
     if tf.config.list_physical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(), Worker()
     split_cpu(cpu_replicas)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:cpu_replicas]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.MirroredStrategy(devices=devices), Worker()
+
+
+def make_multi_worker_strategy() -> tuple[tf.distribute.Strategy, Worker]:
+    """MultiWorkerMirroredStrategy over the tasks of this Slurm step (call inside `srun`)."""
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
+        SlurmClusterResolver,
+        expand_tasks_per_node,
+    )
+
+    # The GPUs Slurm gave this node (counted without initialising CUDA, which would freeze
+    # CUDA_VISIBLE_DEVICES before the resolver hands each task its share).
+    gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()])
+    tasks_on_node = max(expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"]))
+    if gpus >= tasks_on_node:
+        resolver = SlurmClusterResolver(port_base=PORT_BASE, gpus_per_node=gpus)
+    else:  # CPU workers: one pseudo-GPU slot per task keeps the resolver's layout loop going, no CUDA set
+        resolver = SlurmClusterResolver(
+            port_base=PORT_BASE, gpus_per_node=tasks_on_node, gpus_per_task=1, auto_set_gpu=False
+        )
+    patch_keras_multi_worker()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    return strategy, Worker(index=resolver.task_id, count=resolver.cluster_spec().num_tasks("worker"))
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Return once every worker got here (a collective sum); a no-op with one worker."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def patch_keras_multi_worker() -> None:
+    """Make Keras 3 `fit`/`evaluate` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Two functions of Keras' TensorFlow trainer assume one worker:
+    - `_maybe_symbolic_build` all-reduces a whole input batch just to learn its shapes;
+      any one replica's batch tells the same, so take the first local one.
+    - `reduce_per_replica(..., "mean")` reduces scalar per-replica metrics "along axis 0";
+      averaging them elementwise across replicas (axis=None) is what the one-worker path does.
+    Both are replaced only in multi-worker mode; every other call goes to Keras unchanged.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_bionn_multi_worker_patch", False):
+        return
+    keras_reduce = trainer.reduce_per_replica
+    keras_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return keras_reduce(values, strategy, reduction)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or strategy is None or not trainer._collective_all_reduce_multi_worker(strategy):
+            return keras_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tf.nest.map_structure(
+                lambda x: (
+                    strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x
+                ),
+                batch,
+            )
+            break
+        return keras_build(self, iterator=None, data_batch=data_batch)
+
+    trainer.reduce_per_replica = reduce_per_replica
+    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    trainer._bionn_multi_worker_patch = True

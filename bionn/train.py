@@ -11,6 +11,7 @@ exits non-zero when the sweep ends.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import platform
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 from bionn.config.schema import check_run
 from bionn.config.tree import print_config_tree
 from bionn.io import atomic_write_bytes, atomic_write_json
+from bionn.slurm import current_worker, slurm_info
 
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
 FINISHED = ("completed", "early_stopped", "nan")
@@ -55,6 +57,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> float:
         check_run(cfg)
         return _train(cfg, run_dir, started)
     except BaseException as err:
+        if not current_worker().is_chief:  # the chief records the failure; a worker's is in its log
+            raise
         atomic_write_json(
             run_dir / "error.json",
             {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
@@ -101,14 +105,22 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     import tensorflow as tf
 
     from bionn.data.dataset import KineticsDataset
-    from bionn.data.pipeline import EpochClock, make_dataset
+    from bionn.data.pipeline import EpochClock
     from bionn.data.stats import load_or_compute_statistics
     from bionn.distribute import make_strategy
-    from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, save_model
+    from bionn.nn.callbacks import (
+        Barrier,
+        EpochClockCallback,
+        HistoryCSV,
+        PeriodicResults,
+        ReadOnlyBackup,
+        save_model,
+    )
     from bionn.nn.model import build_model, compile_model
 
     print_config_tree(cfg)
-    strategy = make_strategy(cfg.runtime.cpu_replicas)
+    strategy, worker = make_strategy(cfg.runtime.cpu_replicas)
+    chief = worker.is_chief
     keras.utils.set_random_seed(cfg.runtime.seed)
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -116,8 +128,8 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     ds = KineticsDataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
     stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
     clock = EpochClock()
-    train_data = make_dataset(ds, "train", stats, clock)
-    splits = {split: make_dataset(ds, split, stats, EpochClock()) for split in SPLIT_KEYS}
+    train_data = _dataset(strategy, worker, ds, "train", stats, clock)
+    splits = {split: _dataset(strategy, worker, ds, split, stats, EpochClock()) for split in SPLIT_KEYS}
 
     with strategy.scope():
         model = build_model(cfg.model, ds.feature_shape, ds.n_labels)
@@ -129,16 +141,24 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
             for split, key in SPLIT_KEYS.items()
         }
 
-    atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy))
+    if chief:
+        atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy, worker))
     history = HistoryCSV(run_dir / "history.csv")
     early = None
+    # Several workers: the chief restores (and, if torn, repairs) the shared backup before the others read it.
+    backup_dir = str(run_dir / "backup")
+    if chief:
+        backup = [keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", double_checkpoint=True)]
+        backup += [Barrier()] if worker.count > 1 else []
+    else:
+        backup = [Barrier(), ReadOnlyBackup(backup_dir)]
     callbacks = [
         EpochClockCallback(clock),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), save_freq="epoch", double_checkpoint=True),
-        history,
-        PeriodicResults(cfg.training.save_interval, run_dir, evaluate),
+        *backup,
+        *([history] if chief else []),
+        PeriodicResults(cfg.training.save_interval, run_dir, evaluate, write=chief),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
+        *([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if chief else []),
     ]
     if cfg.training.early_stopping_patience:
         early = keras.callbacks.EarlyStopping(
@@ -162,6 +182,10 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
         shuffle=False,  # the pipeline orders each epoch itself
     )
     fit_time = time.time() - fit_started
+    print(f"bionn: worker {worker.index}/{worker.count} weights sha256 {_weights_digest(model)}")
+    if not chief:
+        evaluate(model)  # a collective: the chief's evaluation needs every worker
+        return math.nan
     losses = history.history().get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         status = "nan"
@@ -188,7 +212,39 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     return _nan_to_inf(evaluation["validation"]["loss"])
 
 
-def _info(cfg, ds, stats, model, strategy) -> dict:
+def _dataset(strategy, worker, ds, split, stats, clock):
+    """One split's pipeline; with several workers, each worker's replicas get their slices of every batch."""
+    import tensorflow as tf
+
+    from bionn.config.schema import ConfigError
+    from bionn.data.pipeline import ReplicaShard, make_dataset
+
+    if worker.count == 1:
+        return make_dataset(ds, split, stats, clock)
+    replicas = strategy.num_replicas_in_sync
+    if ds.batch_size % replicas:
+        raise ConfigError(
+            f"conf/dataset/{ds.cfg.name}.yaml: dataset.shape.batch_size = {ds.batch_size} is invalid for "
+            f"{replicas} replicas on {worker.count} workers: must be a multiple of {replicas}"
+        )
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        shard = ReplicaShard(first=context.input_pipeline_id * local, count=local, total=replicas)
+        return make_dataset(ds, split, stats, clock, shard=shard)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def _weights_digest(model) -> str:
+    """SHA-256 of every weight's bytes: equal on all workers of one training, printed to each log."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
+def _info(cfg, ds, stats, model, strategy, worker) -> dict:
     import hydra
     import keras
     import numba
@@ -215,6 +271,8 @@ def _info(cfg, ds, stats, model, strategy) -> dict:
         },
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "replicas": strategy.num_replicas_in_sync,
+        "workers": worker.count,
+        "slurm": slurm_info(),
         "command": sys.argv,
     }
 

@@ -10,12 +10,17 @@ known, so Keras shows steps.
 Which epoch the training split serves is read from an `EpochClock` that a Keras
 callback sets at the start of every epoch; a resumed run therefore feeds exactly
 the order (and, with fresh training data, the samples) it would have fed.
+
+Multi-worker training gives each worker a `ReplicaShard`: the element stream
+of its replicas only (batch b, replica r: the r-th of `total` equal slices of
+batch b), so together the workers feed exactly the batches one process would.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -35,12 +40,40 @@ class EpochClock:
         self.epoch = epoch
 
 
+@dataclass(frozen=True)
+class ReplicaShard:
+    """Replicas `first` .. `first + count - 1` of `total`: the part of every batch one worker feeds.
+
+    Elements come batch by batch, one per local replica: (batch 0, replica first),
+    (batch 0, replica first + 1), ..., (batch 1, replica first), ...
+    """
+
+    first: int = 0
+    count: int = 1
+    total: int = 1
+
+    def bounds(self, batch_lo: int, batch_size: int) -> tuple[int, int]:
+        """Order positions lo..hi of this shard's replicas within one batch of `batch_size` samples."""
+        lo = batch_lo + (batch_size * self.first) // self.total
+        hi = batch_lo + (batch_size * (self.first + self.count)) // self.total
+        return lo, hi
+
+    def replica_bounds(self, batch_lo: int, batch_size: int, replica: int) -> tuple[int, int]:
+        r = self.first + replica
+        return batch_lo + (batch_size * r) // self.total, batch_lo + (batch_size * (r + 1)) // self.total
+
+
+WHOLE = ReplicaShard()
+
+
 class _BatchSource:
     """Python side of one split's pipeline: positions of the epoch order -> float32 arrays."""
 
-    def __init__(self, ds, split, stats, clock, batch_size, scale_labels):
+    def __init__(self, ds, split, stats, clock, batch_size, scale_labels, shard=WHOLE):
         self.ds, self.split, self.stats, self.clock = ds, split, stats, clock
         self.batch_size = batch_size
+        self.shard = shard
+        self.split_size = ds.split_size(split)
         self.scale_labels = scale_labels
         self.feature_norm = (stats.feature_mean, 1.0 / (stats.feature_std + STD_EPSILON))
         self._lock = threading.Lock()
@@ -56,8 +89,12 @@ class _BatchSource:
 
     def samples(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised features (n, T, k, 1) and labels (n, 4k) of order positions lo..hi-1."""
+        return self.positions(np.arange(lo, hi))
+
+    def positions(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised features and labels of the given positions of this epoch's order."""
         epoch = self.clock.epoch if self.split == "train" else 0
-        indices = self.order(epoch)[lo:hi]
+        indices = self.order(epoch)[positions[positions < self.split_size]]
         generated = self.ds.generate(
             indices, self.ds.stream(self.split, epoch), concentrations=False, normalise=self.feature_norm
         )
@@ -69,17 +106,28 @@ class _BatchSource:
             labels[...] = generated.labels
         return features, labels
 
-    def batch(self, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo = int(b) * self.batch_size
-        return self.samples(lo, lo + self.batch_size)
+    def batch(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Element e: batch e // count, the shard's replica e % count (the whole batch without a shard)."""
+        b, replica = divmod(int(e), self.shard.count)
+        lo = b * self.batch_size
+        size = min(self.batch_size, self.split_size - lo)
+        return self.samples(*self.shard.replica_bounds(lo, size, replica))
 
     def chunk(self, c: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarray]:
-        """`batches` full batches stacked: (batches, batch_size, ...)."""
-        lo = int(c) * batches * self.batch_size
-        features, labels = self.samples(lo, lo + batches * self.batch_size)
+        """`batches` full batches, this shard's part of each, stacked: (batches * count, per replica, ...)."""
+        first = int(c) * batches
+        positions = np.concatenate(
+            [
+                np.arange(*self.shard.bounds(b * self.batch_size, self.batch_size))
+                for b in range(first, first + batches)
+            ]
+        )
+        features, labels = self.positions(positions)
+        per_replica = self.batch_size // self.shard.total
+        elements = batches * self.shard.count
         return (
-            features.reshape(batches, self.batch_size, *features.shape[1:]),
-            labels.reshape(batches, self.batch_size, labels.shape[1]),
+            features.reshape(elements, per_replica, *features.shape[1:]),
+            labels.reshape(elements, per_replica, labels.shape[1]),
         )
 
 
@@ -90,15 +138,23 @@ def make_dataset(
     clock: EpochClock | None = None,
     batch_size: int | None = None,
     scale_labels: bool = False,
+    shard: ReplicaShard = WHOLE,
 ) -> tf.data.Dataset:
-    """Normalised (features, labels) batches of one split; `clock` is required for "train"."""
+    """Normalised (features, labels) batches of one split; `clock` is required for "train".
+
+    With a `shard`, the elements are that shard's per-replica parts of each batch
+    (`batch_size` must then divide evenly among `shard.total` replicas).
+    """
     if split == "train" and clock is None:
         raise ValueError("the training pipeline needs an EpochClock")
     batch_size = batch_size or ds.batch_size
-    source = _BatchSource(ds, split, stats, clock, batch_size, scale_labels)
+    if batch_size % shard.total:
+        raise ValueError(f"batch size {batch_size} does not split evenly across {shard.total} replicas")
+    source = _BatchSource(ds, split, stats, clock, batch_size, scale_labels, shard)
     n_batches = math.ceil(ds.split_size(split) / batch_size)
     per_chunk = max(1, CHUNK_SAMPLES // batch_size)
     n_chunks = (ds.split_size(split) // batch_size) // per_chunk
+    per_replica = batch_size // shard.total
     feature_shape = (None, *ds.feature_shape)
     label_shape = (None, ds.n_labels)
 
@@ -106,9 +162,10 @@ def make_dataset(
         features, labels = tf.numpy_function(
             lambda c: source.chunk(c, per_chunk), [c], (tf.float32, tf.float32), stateful=True
         )
+        elements = per_chunk * shard.count
         return (
-            tf.ensure_shape(features, (per_chunk, batch_size, *ds.feature_shape)),
-            tf.ensure_shape(labels, (per_chunk, batch_size, ds.n_labels)),
+            tf.ensure_shape(features, (elements, per_replica, *ds.feature_shape)),
+            tf.ensure_shape(labels, (elements, per_replica, ds.n_labels)),
         )
 
     def load_batch(b):
@@ -122,8 +179,10 @@ def make_dataset(
     # measured at less than half the rate).
     chunks = tf.data.Dataset.range(n_chunks).map(load_chunk, num_parallel_calls=2, deterministic=True)
     chunks = chunks.flat_map(lambda features, labels: tf.data.Dataset.from_tensor_slices((features, labels)))
-    rest = tf.data.Dataset.range(n_chunks * per_chunk, n_batches).map(load_batch)
-    pipeline = chunks.concatenate(rest).apply(tf.data.experimental.assert_cardinality(n_batches))
+    rest = tf.data.Dataset.range(n_chunks * per_chunk * shard.count, n_batches * shard.count).map(load_batch)
+    pipeline = chunks.concatenate(rest).apply(
+        tf.data.experimental.assert_cardinality(n_batches * shard.count)
+    )
     options = tf.data.Options()
     # Batches are index-addressed; no tf.distribute rewrite may re-shard them behind our back.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -54,22 +54,55 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 class PeriodicResults(keras.callbacks.Callback):
-    """Every `interval` epochs: the model as model_epoch_N.keras and results_epoch_N.json."""
+    """Every `interval` epochs: the model as model_epoch_N.keras and results_epoch_N.json.
 
-    def __init__(self, interval: int, run_dir: Path, evaluate: Callable[[keras.Model], dict]):
+    Every worker of a multi-worker training evaluates (a collective); only the chief (`write`) saves.
+    """
+
+    def __init__(
+        self, interval: int, run_dir: Path, evaluate: Callable[[keras.Model], dict], write: bool = True
+    ):
         super().__init__()
         self.interval = interval
         self.run_dir = Path(run_dir)
         self.evaluate = evaluate
+        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
         number = epoch + 1
         if not self.interval or number % self.interval:
             return
-        save_model(self.model, self.run_dir / "checkpoints" / f"model_epoch_{number}.keras")
+        if self.write:
+            save_model(self.model, self.run_dir / "checkpoints" / f"model_epoch_{number}.keras")
         results = {"epoch": number, "logs": {k: float(v) for k, v in (logs or {}).items()}}
         results["evaluation"] = self.evaluate(self.model)
-        atomic_write_json(self.run_dir / f"results_epoch_{number}.json", results)
+        if self.write:
+            atomic_write_json(self.run_dir / f"results_epoch_{number}.json", results)
+
+
+class ReadOnlyBackup(keras.callbacks.BackupAndRestore):
+    """A non-chief worker's BackupAndRestore: restores the chief's backup, never writes or deletes it."""
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class Barrier(keras.callbacks.Callback):
+    """At train begin, wait for every worker (orders the chief's backup repair before the others' reads)."""
+
+    def on_train_begin(self, logs=None):
+        from bionn.distribute import barrier
+
+        barrier(self.model.distribute_strategy)
 
 
 def save_model(model: keras.Model, path: Path) -> None:

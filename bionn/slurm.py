@@ -1,0 +1,51 @@
+"""Where this process runs under Slurm, read from Slurm's environment (no TensorFlow import)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process's place in one training: task `index` of `count`; only the chief (0) writes files."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+
+def _number(key: str) -> int | None:
+    value = os.environ.get(key, "")
+    return int(value) if value.isdigit() else None
+
+
+def step_tasks() -> int:
+    """Tasks of the Slurm step this process belongs to (1 outside a step)."""
+    return _number("SLURM_STEP_NUM_TASKS") or 1
+
+
+def current_worker() -> Worker:
+    """Task SLURM_PROCID of a multi-task Slurm step; the only worker otherwise."""
+    tasks = step_tasks()
+    return Worker(index=_number("SLURM_PROCID") or 0, count=tasks) if tasks > 1 else Worker()
+
+
+def slurm_info() -> dict | None:
+    """The Slurm job this process runs in (info.json's "slurm"), or None outside Slurm."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    return {
+        "job_id": env["SLURM_JOB_ID"],
+        "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+        "array_task_id": _number("SLURM_ARRAY_TASK_ID"),
+        # Slurm sets SLURM_RESTART_COUNT only once a job was requeued; absent means the first start.
+        "restart_count": _number("SLURM_RESTART_COUNT") or 0,
+        "nodelist": env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST"),
+        "ntasks": step_tasks() if "SLURM_STEP_NUM_TASKS" in env else (_number("SLURM_NTASKS") or 1),
+        "procid": _number("SLURM_PROCID") or 0,
+    }
