@@ -169,7 +169,9 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_at_the_next_epoch(
     assert {"training_time_s", "wall_time_s", "best_val_loss", "evaluation"} <= set(final)
     assert epochs_in(run / "history.csv") == [0, 1, 2]
     assert read(run / "info.json")["slurm"]["restart_count"] == 2
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
+    # One run folder (the requeued job reused it) beside the sweep's own files.
+    expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
     assert_restarts_continue(job_logs(out)[0].read_text(), epochs=3, restarts=2)
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 
