@@ -95,6 +95,28 @@ def fit_ridge(ds: KineticsDataset, max_train: int | None = None) -> dict[str, An
     }
 
 
+def scale_ceiling(ds: KineticsDataset, split: str = "test") -> np.ndarray:
+    """Per-output R2 of the best possible predictor of a split: the features do not fix the scale.
+
+    (k1, E0, S0) and (k1 / c, c E0, c S0) give the same trajectories up to the factor c,
+    hence (D being normalised) the same features, while the labels scale by c. Given
+    the features, E0 is therefore only known to lie in the interval that the parameter
+    ranges allow along that family, where its posterior is uniform (the map
+    (k1, E0, S0) -> (k1 E0, S0 / E0, E0) has Jacobian 1). The mean-square-optimal
+    prediction is the true label times mid(interval) / E0; no model can do better.
+    """
+    p = ds.cfg.parameters
+    lo, hi = ds.splits[split]
+    r2 = RSquaredSums(ds.n_labels)
+    for start in range(lo, hi, _CHUNK):
+        batch = ds.generate(np.arange(start, min(hi, start + _CHUNK)), concentrations=False)
+        k1, e0, s0 = batch.kinetic[:, 0], batch.kinetic[:, 3], batch.kinetic[:, 4]
+        low = np.maximum.reduce([np.full_like(e0, p.E0_min), p.S0_min * e0 / s0, k1 * e0 / p.k1_max])
+        high = np.minimum.reduce([np.full_like(e0, p.E0_max), p.S0_max * e0 / s0, k1 * e0 / p.k1_min])
+        r2.update(batch.labels, batch.labels * ((low + high) / 2 / e0)[:, None])
+    return r2.per_output()
+
+
 def baseline_key(ds: KineticsDataset, max_train: int | None = None) -> str:
     """Hash of what decides the result: the samples (statistics key of the whole
     training split), the split boundaries and this baseline's definition."""

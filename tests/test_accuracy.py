@@ -142,3 +142,27 @@ def test_baseline_script_prints_json_and_names_bad_datasets(tmp_path):
     assert (
         bad.returncode == 2 and "unknown dataset 'dnope': allowed dbig, dmedium, dsmall, dtest" in bad.stderr
     )
+
+
+def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one(ridge_dataset):
+    from scipy.integrate import solve_ivp
+
+    from bionn.baseline import scale_ceiling
+    from bionn.data.reference import rates, reference_sample
+
+    ds = ridge_dataset
+    one = reference_sample(ds, 0)
+    k1, k2, k3, e0, s0 = one["kinetic"]
+    c = 1.4  # (k1 / c, c E0, c S0): every trajectory scales by c, so D / ||D|| (the features) does not
+    scaled = solve_ivp(
+        lambda t, y: rates(y, k1 / c, k2, k3, 0),
+        (ds.time[0], ds.time[-1]),
+        [c * e0, c * s0, 0.0, 0.0],
+        method="DOP853",
+        t_eval=ds.time,
+        rtol=1e-12,
+        atol=1e-14,
+    ).y.T
+    np.testing.assert_allclose(scaled, c * one["concentrations"], rtol=1e-7, atol=1e-12)
+    ceiling = scale_ceiling(ds, "test")
+    assert ceiling.shape == (12,) and 0.5 < ceiling.min() and ceiling.max() < 0.999
