@@ -5,9 +5,10 @@ distribution (every seed dataset draws from the same ranges) with a training
 split of TRAIN_SAMPLES that is drawn fresh every epoch (`fresh_train_each_epoch`,
 as the older code's unlimited data), a fixed validation split of VAL_SAMPLES and
 a fixed test split of TEST_SAMPLES, batch 64. Architecture X trains EPOCHS[X]
-epochs, i.e. EPOCHS[X] * TRAIN_SAMPLES distinct samples: the epochs are set so
-that each architecture gets a similar share of CPU time (P2 costs ~15x P per
-sample); all four took 37 minutes on 2 cores shared with other jobs (BENCHMARKS.md). Training
+epochs, i.e. EPOCHS[X] * TRAIN_SAMPLES distinct samples. The epochs keep all
+four within 40 minutes on 2 CPU cores shared with other jobs (BENCHMARKS.md):
+A, E and P2 get 3-5 minutes each (P2 costs ~15x P per sample), P, the cheapest
+per sample and the best per CPU second in our runs, gets the largest share. Training
 options: the defaults (adam, learning rate 1e-3, clipvalue 1, MSE) plus
 --scale-labels and --sign-rule; no early stopping.
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES = ("A", "E", "P", "P2")
-EPOCHS = {"A": 5, "E": 6, "P": 24, "P2": 1}
+EPOCHS = {"A": 5, "E": 6, "P": 48, "P2": 1}
 TRAIN_SAMPLES = 4000
 VAL_SAMPLES = 1000
 TEST_SAMPLES = 2000
