@@ -106,7 +106,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
 
     from bionn.data.dataset import KineticsDataset
     from bionn.data.pipeline import EpochClock
-    from bionn.data.stats import load_or_compute_statistics
+    from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
     from bionn.distribute import make_strategy
     from bionn.nn.callbacks import (
         Barrier,
@@ -131,15 +131,21 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     train_data = _dataset(strategy, worker, ds, "train", stats, clock)
     splits = {split: _dataset(strategy, worker, ds, split, stats, EpochClock()) for split in SPLIT_KEYS}
 
+    # Scaled labels: the loss sees standardised labels, the model and metrics the original ones.
+    label_scaling = (stats.label_mean, stats.label_std + STD_EPSILON) if cfg.training.scale_labels else None
     with strategy.scope():
-        model = build_model(cfg.model, ds.feature_shape, ds.n_labels)
-        compile_model(model, cfg.training.compile)
+        model = build_model(cfg.model, ds.feature_shape, ds.n_labels, label_scaling)
+        r2 = compile_model(model, cfg.training.compile, label_scaling)
 
     def evaluate(m: keras.Model) -> dict:
-        return {
-            key: {k: _finite(v) for k, v in m.evaluate(splits[split], verbose=0, return_dict=True).items()}
-            for split, key in SPLIT_KEYS.items()
-        }
+        results = {}
+        for split, key in SPLIT_KEYS.items():
+            metrics = {
+                k: _finite(v) for k, v in m.evaluate(splits[split], verbose=0, return_dict=True).items()
+            }
+            metrics["r2_per_output"] = [_finite(v) for v in r2.per_output()]
+            results[key] = metrics
+        return results
 
     if chief:
         atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy, worker))

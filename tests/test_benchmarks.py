@@ -35,3 +35,19 @@ def test_bench_train_reports_input_bound_ratio():
     assert result["input_bound_ratio"] == pytest.approx(
         result["samples_per_s_in_memory"] / result["samples_per_s_streamed"], rel=0.01
     )
+
+
+def test_bench_accuracy_reports_per_output_r2_beside_ridge_and_ceiling():
+    result = last_json(
+        "scripts/bench_accuracy.py",
+        *("--architectures", "P", "--epochs", "1"),
+        *("--train-samples", "320", "--val-samples", "64", "--test-samples", "128"),
+    )
+    for name in ("P", "ridge", "ceiling"):
+        per_output = result["results"][name]["r2_per_output"]
+        assert len(per_output) == 12 and result["results"][name]["r2_mean"] == pytest.approx(
+            sum(per_output) / 12, abs=1e-3
+        )
+    assert result["best"] == "P" and result["budget"]["epochs"] == {"P": 1}
+    assert result["options"]["scale_labels"] is True and result["options"]["svd_sign"] == "first_positive"
+    assert result["results"]["ceiling"]["r2_mean"] < 1

@@ -49,6 +49,11 @@ def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path)
         for split in ("train", "validation", "test"):
             metrics = final["evaluation"][split]
             assert {"loss", "r_squared", "mean_squared_error", "root_mean_squared_error"} <= set(metrics)
+            metrics = dict(metrics)
+            per_output = metrics.pop("r2_per_output")
+            assert len(per_output) == 12 and metrics["r2_mean"] == pytest.approx(
+                np.mean(per_output), abs=1e-6
+            )
             assert all(isinstance(v, float) for v in metrics.values())
         info = json.loads((run / "info.json").read_text())
         assert info["config"]["model"]["name"] == name and info["config"]["dataset"]["name"] == "dbig"
@@ -62,7 +67,9 @@ def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path)
         assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
         with open(run / "history.csv") as handle:
             rows = list(csv.DictReader(handle))
-        assert len(rows) == 1 and {"loss", "val_loss", "r_squared"} <= set(rows[0])
+        assert len(rows) == 1 and {"loss", "val_loss", "r_squared", "r2_mean", "val_r2_mean"} <= set(rows[0])
+        periodic = json.loads((run / "results_epoch_1.json").read_text())["evaluation"]["test"]
+        assert periodic["r2_per_output"] == pytest.approx(final["evaluation"]["test"]["r2_per_output"])
     assert not list(sweep.rglob("*.tmp*"))
 
 
@@ -73,7 +80,10 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
     )
     info = json.loads((run / "info.json").read_text())
     assert info["replicas"] == 2 and sum("CPU" in d for d in info["devices"]) >= 2
-    assert results(run)["status"] == "completed"
+    final = results(run)
+    assert final["status"] == "completed"
+    test = final["evaluation"]["test"]  # the per-output sums are summed over both replicas
+    assert test["r2_mean"] == pytest.approx(np.mean(test["r2_per_output"]), abs=1e-6)
 
 
 def test_killed_run_resumes_at_the_next_epoch_and_ends_bit_equal(tmp_path):

@@ -237,6 +237,9 @@ class TrainingConfig:
     early_stopping_patience: int = 10
     # Keras verbosity of fit: 0 silent, 1 progress bar, 2 one line per epoch.
     verbose: int = 2
+    # Train on labels standardised with the training statistics (label_mean, label_std);
+    # the loss is then on that scale, every metric on the original scale (README "Accuracy").
+    scale_labels: bool = True
 
 
 @dataclass

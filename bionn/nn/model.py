@@ -10,7 +10,7 @@ import keras
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError
-from bionn.nn.metrics import CUSTOM_METRICS
+from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
 
 # Keyword arguments every Keras layer accepts through its base class.
 _BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
@@ -53,8 +53,17 @@ def make_layer(spec: Any, position: int, model_name: str) -> keras.layers.Layer:
         raise ConfigError(f"{where} ({spec['type']}): {err}") from None
 
 
-def build_model(model_cfg: Any, input_shape: tuple[int, ...], n_outputs: int) -> keras.Model:
-    """A built Sequential model; the input shape comes from the data, not the config."""
+def build_model(
+    model_cfg: Any,
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    label_scaling: tuple[Any, Any] | None = None,
+) -> keras.Model:
+    """A built Sequential model; the input shape comes from the data, not the config.
+
+    label_scaling=(mean, scale): the configured layers learn standardised labels and a
+    final `Destandardise` layer maps them back, so the model predicts original-scale labels.
+    """
     name = str(model_cfg.name)
     layers = [make_layer(spec, i, name) for i, spec in enumerate(model_cfg.layers)]
     model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
@@ -67,6 +76,8 @@ def build_model(model_cfg: Any, input_shape: tuple[int, ...], n_outputs: int) ->
             f"conf/model/{name}.yaml: the last layer gives {outputs} outputs but a label has {n_outputs} "
             f"(k x 4); end the model with Dense(units={n_outputs})"
         )
+    if label_scaling is not None:
+        model.add(Destandardise(*label_scaling, name="destandardise"))
     return model
 
 
@@ -105,7 +116,16 @@ def check_compile(compile_cfg: Any) -> tuple[Any, Any, list[keras.metrics.Metric
     return optimizer, loss, metrics
 
 
-def compile_model(model: keras.Model, compile_cfg: Any) -> None:
-    """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name."""
+def compile_model(
+    model: keras.Model, compile_cfg: Any, label_scaling: tuple[Any, Any] | None = None
+) -> PerOutputRSquared:
+    """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name,
+    plus `r2_mean` (per-output R-squared, always); returns that metric (its `per_output()`
+    holds the last evaluation's values). label_scaling=(mean, scale): the loss is taken on
+    standardised labels (`StandardisedLoss`), the metrics stay on the original scale."""
     optimizer, loss, metrics = check_compile(compile_cfg)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    if label_scaling is not None:
+        loss = StandardisedLoss(str(compile_cfg.loss), *label_scaling)
+    r2 = PerOutputRSquared(model.output_shape[-1])
+    model.compile(optimizer=optimizer, loss=loss, metrics=[*metrics, r2])
+    return r2
