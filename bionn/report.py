@@ -35,8 +35,9 @@ from bionn.io import atomic_write_bytes
 RUN_MARKERS = (".hydra", "info.json", "history.csv", "final_results.json")
 FINISHED = ("completed", "early_stopped", "nan", "failed")
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
-# A baseline provider maps a composed dataset config (a dict) to {"r2_mean": ..., ...} or None.
-BaselineProvider = Callable[[dict], "dict | None"]
+# A baseline provider maps a composed dataset config (a dict) and the run's statistics cache
+# folder (None: the default) to test metrics {"r2_mean": ..., ...}, or None when it has none.
+BaselineProvider = Callable[[dict, "str | None"], "dict | None"]
 
 
 @dataclass
@@ -54,6 +55,7 @@ class JobSummary:
     test_source: str = ""
     val_loss: list[float] = field(default_factory=list)
     dataset: dict | None = None
+    stats_cache_dir: str | None = None
     restarts: int = 0
     error: str | None = None
     problems: list[str] = field(default_factory=list)
@@ -138,6 +140,8 @@ def read_job(path: Path, root: Path) -> JobSummary:
     if config is None:
         config = load(".hydra/config.yaml", yaml.safe_load)
     job.dataset = config.get("dataset") if isinstance(config, dict) else None
+    runtime = (config or {}).get("runtime") if job.dataset else None
+    job.stats_cache_dir = runtime.get("stats_cache_dir") if isinstance(runtime, dict) else None
     if status in ("running", "requeued") and not (path / "history.csv").exists():
         problems.append("history.csv: missing (no epoch finished yet)")
     return job
@@ -149,20 +153,20 @@ def collect(root: Path) -> list[JobSummary]:
 
 
 def baseline_rows(jobs: list[JobSummary], provider: BaselineProvider | None) -> list[JobSummary]:
-    """One row per distinct dataset of the jobs, from provider(dataset config) (None: no rows).
+    """One row per distinct dataset of the jobs, from provider(dataset config, cache folder).
 
-    A provider takes the composed dataset config as a dict and returns test metrics
-    (e.g. {"r2_mean": ..., "r2_per_output": [...]}) or None; pass it to write_report.
+    A provider returns test metrics (e.g. {"r2_mean": ..., "r2_per_output": [...]}) or
+    None; write_report uses `ridge_baseline` unless told otherwise.
     """
     if provider is None:
         return []
     rows, seen = [], set()
     for job in jobs:
-        key = json.dumps(job.dataset, sort_keys=True)
+        key = json.dumps([job.dataset, job.stats_cache_dir], sort_keys=True)
         if job.dataset is None or key in seen:
             continue
         seen.add(key)
-        result = provider(job.dataset)
+        result = provider(job.dataset, job.stats_cache_dir)
         if result:
             name = f"baseline ({job.dataset.get('name', '?')})"
             rows.append(JobSummary(job=name, path=job.path, status="baseline", test=dict(result)))
@@ -345,8 +349,20 @@ def render_png(jobs: list[JobSummary]) -> bytes:
 # ---- writing ------------------------------------------------------------------------
 
 
+def ridge_baseline(dataset: dict, cache_dir: str | None) -> dict | None:
+    """The ridge baseline of a dataset if `scripts/baseline_ridge.py` (or bench_accuracy) cached it."""
+    from omegaconf import OmegaConf
+
+    from bionn.baseline import cached_baseline
+
+    try:
+        return cached_baseline(OmegaConf.create(dataset), cache_dir)
+    except Exception:  # a dataset this version cannot read has no baseline row
+        return None
+
+
 def write_report(
-    root: Path, out: Path | None = None, baseline: BaselineProvider | None = None
+    root: Path, out: Path | None = None, baseline: BaselineProvider | None = ridge_baseline
 ) -> tuple[list[JobSummary], str]:
     """Read every run under root, write summary.{csv,md,png} into out (default root).
 

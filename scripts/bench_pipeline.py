@@ -95,7 +95,7 @@ def handoff_ceiling(ds: KineticsDataset, stats, batches: int) -> float:
     """The same pipeline with generation replaced by ready arrays: TensorFlow's own hand-off cost."""
     from bionn.data import pipeline as module
 
-    ready = module._BatchSource(ds, "train", stats, EpochClock(), ds.batch_size, False).samples(
+    ready = module._BatchSource(ds, "train", stats, EpochClock(), ds.batch_size).samples(
         0, CHUNK_SAMPLES
     )
     original = module._BatchSource.samples

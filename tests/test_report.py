@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from omegaconf import OmegaConf
 
 from bionn import report
+from bionn.baseline import cached_baseline
 
 # Job 1 fails at the config check (before any training); jobs 0 and 2 train one quick epoch.
 SWEEP = ["model=P", "debug=quick", "training.compile.learning_rate=0.001,-1,0.002"]
@@ -112,16 +114,19 @@ def test_report_reads_partial_folders_and_says_what_it_could_not_read(sweep, tmp
     assert "| requeued (2 requeue(s)) |" in printed
     assert (folder / "summary.png").is_file() and (folder / "summary.md").is_file()
 
-    # The ridge baseline (bionn.baseline, merged later) plugs in as a provider: one row per dataset.
-    jobs = report.collect(folder)
-    baselines = report.baseline_rows(jobs, lambda dataset: {"r2_mean": 0.5, "dataset": dataset["name"]})
-    assert [(b.job, b.status, b.test_r2()) for b in baselines] == [
-        ("baseline (dtest)", "baseline", ("r2_mean", 0.5))
+    # Once the ridge baseline of the sweep's dataset is cached, the report shows it as a row.
+    assert not any(job.status == "baseline" for job in report.collect(folder))
+    quick = OmegaConf.load(folder / "0" / ".hydra" / "config.yaml")
+    ridge = cached_baseline(quick.dataset, quick.runtime.stats_cache_dir, compute=True)
+    jobs, text = report.write_report(folder)
+    assert [(j.job, j.test_r2()) for j in jobs if j.status == "baseline"] == [
+        ("baseline (dtest)", ("r2_mean", ridge["r2_mean"]))
     ]
+    assert "baseline (dtest)" in text and "baseline (dtest)" in summary_rows(folder)
 
     # A single run folder is a report of one row.
     assert report.main([str(folder / "0"), "--quiet"]) == 0
-    assert list(summary_rows(folder / "0")) == ["0"]
+    assert list(summary_rows(folder / "0")) == ["0", "baseline (dtest)"]
 
 
 def test_report_of_a_missing_folder_is_a_clear_error_and_the_console_script_is_declared(tmp_path, capsys):

@@ -138,18 +138,6 @@ def test_pipeline_chunks_do_not_change_batches(small_dataset, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_scaled_labels_use_label_statistics(small_dataset):
-    import bionn.data.pipeline as pipeline
-
-    stats = compute_statistics(small_dataset, 200, progress=False)
-    test = pipeline.make_dataset(small_dataset, "test", stats, scale_labels=True)
-    labels = np.concatenate([lab for _, lab in test.as_numpy_iterator()])
-    raw = small_dataset.generate(small_dataset.order("test")).labels
-    np.testing.assert_allclose(
-        labels, (raw - stats.label_mean) / (stats.label_std + STD_EPSILON), rtol=1e-5, atol=1e-5
-    )
-
-
 def test_generate_cli_writes_the_documented_arrays(tmp_path):
     out = tmp_path / "val.npz"
     done = subprocess.run(

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from bionn.data.dataset import KineticsDataset, aligned_empty
-from bionn.data.stats import STD_EPSILON, Statistics, standardise
+from bionn.data.stats import STD_EPSILON, Statistics
 
 # Samples generated per Python call: the call overhead of tf.numpy_function (~0.5 ms)
 # is amortised over this many samples, and the compiled kernel runs on all cores.
@@ -69,12 +69,11 @@ WHOLE = ReplicaShard()
 class _BatchSource:
     """Python side of one split's pipeline: positions of the epoch order -> float32 arrays."""
 
-    def __init__(self, ds, split, stats, clock, batch_size, scale_labels, shard=WHOLE):
+    def __init__(self, ds, split, stats, clock, batch_size, shard=WHOLE):
         self.ds, self.split, self.stats, self.clock = ds, split, stats, clock
         self.batch_size = batch_size
         self.shard = shard
         self.split_size = ds.split_size(split)
-        self.scale_labels = scale_labels
         self.feature_norm = (stats.feature_mean, 1.0 / (stats.feature_std + STD_EPSILON))
         self._lock = threading.Lock()
         self._order_epoch = -1
@@ -100,10 +99,7 @@ class _BatchSource:
         )
         features = generated.features.reshape(len(indices), *self.ds.feature_shape)
         labels = aligned_empty((len(indices), self.ds.n_labels), np.float32)
-        if self.scale_labels:
-            standardise(generated.labels, self.stats.label_mean, self.stats.label_std, labels)
-        else:
-            labels[...] = generated.labels
+        labels[...] = generated.labels  # original scale (label scaling lives in the model)
         return features, labels
 
     def batch(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +133,6 @@ def make_dataset(
     stats: Statistics,
     clock: EpochClock | None = None,
     batch_size: int | None = None,
-    scale_labels: bool = False,
     shard: ReplicaShard = WHOLE,
 ) -> tf.data.Dataset:
     """Normalised (features, labels) batches of one split; `clock` is required for "train".
@@ -150,7 +145,7 @@ def make_dataset(
     batch_size = batch_size or ds.batch_size
     if batch_size % shard.total:
         raise ValueError(f"batch size {batch_size} does not split evenly across {shard.total} replicas")
-    source = _BatchSource(ds, split, stats, clock, batch_size, scale_labels, shard)
+    source = _BatchSource(ds, split, stats, clock, batch_size, shard)
     n_batches = math.ceil(ds.split_size(split) / batch_size)
     per_chunk = max(1, CHUNK_SAMPLES // batch_size)
     n_chunks = (ds.split_size(split) // batch_size) // per_chunk

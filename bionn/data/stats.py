@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numba import njit, prange
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -164,17 +163,3 @@ def _load(path: Path, key: str) -> Statistics:
             label_mean=data["label_mean"],
             label_std=data["label_std"],
         )
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def standardise(x, mean, std, out):
-    """out = (x - mean) / (std + STD_EPSILON), broadcast over the first axis, cast to out's dtype."""
-    n = x.shape[0]
-    flat_x = x.reshape(n, -1)
-    flat_out = out.reshape(n, -1)
-    flat_mean = mean.reshape(-1)
-    scale = 1.0 / (std.reshape(-1) + STD_EPSILON)
-    for i in prange(n):
-        for j in range(flat_mean.shape[0]):
-            flat_out[i, j] = (flat_x[i, j] - flat_mean[j]) * scale[j]
-    return out
