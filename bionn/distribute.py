@@ -80,12 +80,6 @@ def make_multi_worker_strategy() -> tuple[tf.distribute.Strategy, Worker]:
     return strategy, Worker(index=resolver.task_id, count=resolver.cluster_spec().num_tasks("worker"))
 
 
-def barrier(strategy: tf.distribute.Strategy) -> None:
-    """Return once every worker got here (a collective sum); a no-op with one worker."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
-
-
 def patch_keras_multi_worker() -> None:
     """Make Keras 3 `fit`/`evaluate` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 

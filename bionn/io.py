@@ -14,20 +14,32 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary handle on a temporary file beside `path`, fsynced and renamed over it on success."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside `path`, ending in the same name (for writers such as Keras that
+    check suffixes); once the block succeeds the file is fsynced and renamed over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside `path`, fsynced and renamed over it on success."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

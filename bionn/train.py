@@ -2,8 +2,9 @@
 
 The run folder holds Hydra's .hydra/, info.json, history.csv, tensorboard/,
 checkpoints/ and results_epoch_N.json every save_interval epochs, backup/ (the
-BackupAndRestore state that lets the same command continue in the same folder),
-and at the end model.keras, final_results.json and plots/*.png. A failure
+state after the last finished epoch, from which the same command continues in the
+same folder, deleted once the run finished), and at the end model.keras,
+final_results.json and plots/*.png. A failure
 writes error.json, keeps what was written, and re-raises (non-zero exit); inside a
 multirun reported by bionn.report.SweepReport it returns instead, and the report
 exits non-zero when the sweep ends.
@@ -15,6 +16,7 @@ import hashlib
 import io
 import math
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -109,11 +111,10 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
     from bionn.distribute import make_strategy
     from bionn.nn.callbacks import (
-        Barrier,
         EpochClockCallback,
         HistoryCSV,
         PeriodicResults,
-        ReadOnlyBackup,
+        RunBackup,
         save_model,
     )
     from bionn.nn.model import build_model, compile_model
@@ -151,38 +152,32 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
         atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy, worker))
     history = HistoryCSV(run_dir / "history.csv")
     early = None
-    # Several workers: the chief restores (and, if torn, repairs) the shared backup before the others read it.
-    backup_dir = str(run_dir / "backup")
-    if chief:
-        backup = [keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", double_checkpoint=True)]
-        backup += [Barrier()] if worker.count > 1 else []
-    else:
-        backup = [Barrier(), ReadOnlyBackup(backup_dir)]
-    callbacks = [
-        EpochClockCallback(clock),
-        *backup,
-        *([history] if chief else []),
-        PeriodicResults(cfg.training.save_interval, run_dir, evaluate, write=chief),
-        keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if chief else []),
-    ]
     if cfg.training.early_stopping_patience:
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
         )
-        callbacks.append(early)
-
-    # Keras may start the training iterator before BackupAndRestore restores the epoch:
-    # point the clock at the epoch this fit resumes at, so no early batch uses another order.
-    metadata = _read_json(run_dir / "backup" / "training_metadata.json") or {}
-    clock.epoch = int(metadata.get("epoch", 0))
-    if clock.epoch:
-        print(f"bionn: resuming {run_dir} at epoch {clock.epoch + 1}")
+    backup = RunBackup(run_dir / "backup", early, write=chief)
+    with strategy.scope():
+        initial_epoch = backup.restore(model)
+    # The training iterator may start before the first epoch begins: point the clock at the resumed epoch.
+    clock.epoch = initial_epoch
+    if initial_epoch:
+        print(f"bionn: resuming {run_dir} at epoch {initial_epoch + 1}")
+    callbacks = [
+        EpochClockCallback(clock),
+        *([history] if chief else []),
+        PeriodicResults(cfg.training.save_interval, run_dir, evaluate, write=chief),
+        keras.callbacks.TerminateOnNaN(),
+        *([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if chief else []),
+        *([early] if early else []),
+        backup,  # last: commits once the epoch's other files are written
+    ]
     fit_started = time.time()
     model.fit(
         train_data,
         validation_data=splits["val"],
-        epochs=cfg.training.epochs,
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch if backup.stopped else cfg.training.epochs,
         callbacks=callbacks,
         verbose=cfg.training.verbose,
         shuffle=False,  # the pipeline orders each epoch itself
@@ -214,6 +209,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
             "evaluation": evaluation,
         },
     )
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # final_results.json now marks the run finished
     print(f"bionn: {status} after {len(losses)} epoch(s); results in {run_dir}")
     return _nan_to_inf(evaluation["validation"]["loss"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ from bionn.config.schema import DatasetConfig
 from bionn.data.dataset import KineticsDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def committed_epoch(run_dir: Path) -> int:
+    """The epoch a run folder would resume at (its backup's last commit); 0 before the first or when done."""
+    try:
+        return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
+    except FileNotFoundError:
+        return 0
 
 
 def dataset_config(**overrides):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, committed_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -96,13 +96,13 @@ def job_logs(sweep_dir: Path, task: int = 0) -> list[Path]:
 
 
 def sweep_interrupted(cmd: list[str], run: Path, *interruptions: list[str]) -> subprocess.CompletedProcess:
-    """Run a one-job sweep; after its epoch i (1, 2, ...) is in history.csv, run interruptions[i-1]
+    """Run a one-job sweep; once its epoch i (1, 2, ...) is committed to backup/, run interruptions[i-1]
     (a command to which the job id is appended) while the job trains epoch i + 1."""
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 900
     for finished, interrupt in enumerate(interruptions, start=1):
         while time.time() < deadline and launcher.poll() is None:
-            if (run / "history.csv").exists() and epochs_in(run / "history.csv") == list(range(finished)):
+            if committed_epoch(run) == finished:
                 break
             time.sleep(0.2)
         assert launcher.poll() is None, f"the sweep ended before its interruption after epoch {finished}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, committed_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -105,10 +105,10 @@ def test_killed_run_resumes_at_the_next_epoch_and_ends_bit_equal(tmp_path):
     history = resumed / "history.csv"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if history.exists() and len(history.read_text().strip().splitlines()) == 3:  # header + 2 epochs
-            os.kill(proc.pid, signal.SIGKILL)  # now inside epoch 3
+        if committed_epoch(resumed) == 2:  # right after epoch 2's commit, the moment a torn backup once lost
+            os.kill(proc.pid, signal.SIGKILL)  # epoch 2's history row
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed in epoch 3"
     assert not (resumed / "final_results.json").exists()
@@ -122,6 +122,7 @@ def test_killed_run_resumes_at_the_next_epoch_and_ends_bit_equal(tmp_path):
     for a, b in zip(weights(straight), weights(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert results(straight)["evaluation"] == final["evaluation"]
+    assert not (resumed / "backup").exists()  # a finished run keeps no resume point
 
     finished = train(*args, f"hydra.run.dir={resumed}", cache=cache)  # a finished run is not redone
     assert "already finished" in finished.stdout

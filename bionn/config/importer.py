@@ -34,6 +34,7 @@ from bionn.config.schema import (
     describe_omegaconf_error,
     load_dataset_config,
 )
+from bionn.io import atomic_write_bytes
 
 CONFIG_SECTIONS = ("structure", "compile", "dataset", "training")
 DATASET_SECTIONS = ("parameters", "shape", "simulation")
@@ -493,10 +494,7 @@ def status(path: Path, text: str) -> str:
 
 def write_plan(plan: dict[Path, str]) -> None:
     for path, text in plan.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:
