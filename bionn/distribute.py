@@ -14,8 +14,14 @@ import tensorflow as tf
 from bionn.config.schema import ConfigError
 from bionn.slurm import Worker, step_tasks
 
-# First port of the workers on a node; task i on the node listens on PORT_BASE + i.
-PORT_BASE = 8888
+# Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
+# PORT_STRIDE ports below Linux's ephemeral range, so jobs sharing a node do not collide
+# unless their ids are equal modulo PORT_SLOTS.
+PORT_FIRST, PORT_STRIDE, PORT_SLOTS = 12000, 16, 1250
+
+
+def port_base(job_id: int) -> int:
+    return PORT_FIRST + (job_id % PORT_SLOTS) * PORT_STRIDE
 
 
 def split_cpu(replicas: int) -> None:
@@ -69,11 +75,17 @@ def make_multi_worker_strategy() -> tuple[tf.distribute.Strategy, Worker]:
     # CUDA_VISIBLE_DEVICES before the resolver hands each task its share).
     gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()])
     tasks_on_node = max(expand_tasks_per_node(os.environ["SLURM_STEP_TASKS_PER_NODE"]))
+    if tasks_on_node > PORT_STRIDE:
+        raise ConfigError(
+            f"hydra.launcher.tasks_per_node = {tasks_on_node} is invalid for multi-worker training: "
+            f"at most {PORT_STRIDE} tasks per node (one port each)"
+        )
+    ports = port_base(int(os.environ["SLURM_JOB_ID"]))
     if gpus >= tasks_on_node:
-        resolver = SlurmClusterResolver(port_base=PORT_BASE, gpus_per_node=gpus)
+        resolver = SlurmClusterResolver(port_base=ports, gpus_per_node=gpus)
     else:  # CPU workers: one pseudo-GPU slot per task keeps the resolver's layout loop going, no CUDA set
         resolver = SlurmClusterResolver(
-            port_base=PORT_BASE, gpus_per_node=tasks_on_node, gpus_per_task=1, auto_set_gpu=False
+            port_base=ports, gpus_per_node=tasks_on_node, gpus_per_task=1, auto_set_gpu=False
         )
     patch_keras_multi_worker()
     strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)

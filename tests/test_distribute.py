@@ -124,3 +124,13 @@ def test_local_launcher_composes_without_slurm_keys():
     cfg = launcher("hydra/launcher=local")
     assert cfg._target_ == "hydra_plugins.bionn_launcher.launcher.LocalLauncher"
     assert "partition" not in cfg and cfg.timeout_min == 72 * 60
+
+
+def test_jobs_sharing_a_node_get_disjoint_port_blocks_below_the_ephemeral_range():
+    from bionn.distribute import PORT_SLOTS, PORT_STRIDE, port_base
+
+    blocks = [range(port_base(job), port_base(job) + PORT_STRIDE) for job in range(1000, 1000 + PORT_SLOTS)]
+    ports = [port for block in blocks for port in block]
+    assert len(set(ports)) == len(ports)  # any PORT_SLOTS consecutive job ids never share a port
+    assert min(ports) > 1024 and max(ports) < 32768  # unprivileged, and not where Linux picks client ports
+    assert port_base(7) == port_base(7 + PORT_SLOTS)  # the documented limit: ids equal modulo PORT_SLOTS
