@@ -239,6 +239,28 @@ def test_slurm_sweep_with_a_failing_job_names_it_lets_the_other_finish_and_fails
     assert "training.epochs=0" in summary and "failed" in summary
 
 
+def test_slurm_sweep_with_a_job_cancelled_mid_training_names_it_and_fails(slurm, cache, tmp_path):
+    out = tmp_path / "sweep"
+    cmd = sweep_command(*slurm, "model=P", *QUICK, "training.epochs=1,30", sweep=out, cache=cache)
+    launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and launcher.poll() is None and not (out / "1" / "info.json").exists():
+        time.sleep(0.2)
+    assert launcher.poll() is None, "the sweep ended before its second job started"
+    # <array>_<task>: the last task's own job id is the array's id, and scancel would take every task
+    slurm_job = read(out / "1" / "info.json")["slurm"]
+    job = f"{slurm_job['array_job_id']}_{slurm_job['array_task_id']}"
+    subprocess.run(["scancel", job], check=True, capture_output=True)  # killed: no error.json, no result
+    _, stderr = launcher.communicate(timeout=900)
+
+    assert launcher.returncode != 0
+    assert read(out / "0" / "final_results.json")["status"] == "completed"  # the other job finished
+    assert not (out / "1" / "final_results.json").exists()
+    assert "1 of 2 sweep job(s) failed" in stderr and "training.epochs=30" in stderr
+    assert re.search(r"ended CANCELLED.* without error.json; job log: \S+_log.err", stderr), stderr[-3000:]
+    assert f"bionn-report {out}" in stderr
+
+
 def test_local_launcher_sweep_runs_every_configuration_as_its_own_process(cache, tmp_path):
     out = tmp_path / "sweep"
     done = sweep("hydra/launcher=local", "model=P,E", *QUICK, sweep=out, cache=cache)

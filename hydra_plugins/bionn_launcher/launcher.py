@@ -80,6 +80,7 @@ class _WaitForEveryJob(plugin.BaseSubmititLauncher):
             returns.append(ret)
         if failures:
             report = f"{len(failures)} of {len(jobs)} sweep job(s) failed:\n" + "\n".join(failures)
+            report += f"\nThe sweep's table of every job: bionn-report {sweep_dir}"
             log.error(report)
             print(report, file=sys.stderr)
         return returns
