@@ -4,10 +4,10 @@ The run folder holds Hydra's .hydra/, info.json, history.csv, tensorboard/,
 checkpoints/ and results_epoch_N.json every save_interval epochs, backup/ (the
 state after the last finished epoch, from which the same command continues in the
 same folder, deleted once the run finished), and at the end model.keras,
-final_results.json and plots/*.png. A failure
-writes error.json, keeps what was written, and re-raises (non-zero exit); inside a
-multirun reported by bionn.report.SweepReport it returns instead, and the report
-exits non-zero when the sweep ends.
+final_results.json and plots/*.png. A failure writes error.json, keeps what was
+written, and re-raises (non-zero exit); inside a multirun reported by
+bionn.report.SweepReport it returns instead, and the report exits non-zero when
+the sweep ends.
 """
 
 from __future__ import annotations
