@@ -40,10 +40,8 @@ VAL_SAMPLES = 1000
 TEST_SAMPLES = 2000
 
 
-def compose_run(arch: str, epochs: int, args, cache: Path):
-    from hydra import compose, initialize_config_dir
-
-    from bionn.config.schema import register_schemas
+def compose_arch(arch: str, epochs: int, args, cache: Path):
+    from bionn.config.compose import compose_run
 
     total = args.train_samples + args.val_samples + args.test_samples
     splits = [args.train_samples / total, args.val_samples / total]
@@ -63,9 +61,7 @@ def compose_run(arch: str, epochs: int, args, cache: Path):
         "training.verbose=0",
         f"runtime.stats_cache_dir={cache}",
     ]
-    register_schemas()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_run(*overrides, conf=ROOT / "conf")
 
 
 def main() -> None:
@@ -98,7 +94,7 @@ def main() -> None:
         for arch in args.architectures.split(","):
             run_dir = out / arch
             epochs = args.epochs or EPOCHS[arch]
-            cfg = compose_run(arch, epochs, args, cache)
+            cfg = compose_arch(arch, epochs, args, cache)
             keras.backend.clear_session()
             run(cfg, run_dir)
             final = json.loads((run_dir / "final_results.json").read_text())

@@ -16,9 +16,7 @@ import platform
 import tempfile
 import time
 
-from hydra import compose, initialize_config_dir
-
-from bionn.config.schema import register_schemas
+from bionn.config.compose import compose_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,9 +36,7 @@ def main() -> None:
     from bionn.data.stats import load_or_compute_statistics
     from bionn.nn.model import build_model, compile_model
 
-    register_schemas()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=E", f"dataset={args.dataset}"])
+    cfg = compose_run("model=E", f"dataset={args.dataset}", conf=os.path.join(ROOT, "conf"))
     ds = KineticsDataset(cfg.dataset)
     with tempfile.TemporaryDirectory() as cache:
         stats = load_or_compute_statistics(ds, 4096, cache, progress=False)

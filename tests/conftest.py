@@ -1,4 +1,4 @@
-"""Shared fixtures: dataset configs built through the real schema."""
+"""Shared fixtures: the real conf/ composed by Hydra, dataset configs built through the real schema."""
 
 from __future__ import annotations
 
@@ -8,10 +8,23 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from bionn.config.compose import compose_run
 from bionn.config.schema import DatasetConfig
 from bionn.data.dataset import KineticsDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def composed(*overrides: str, **options):
+    """The run config `python train.py <overrides>` would train: the real conf/ through Hydra's
+    compose API (bionn.config.compose.compose_run; config_dir=..., with_hydra=True as there)."""
+    return compose_run(*overrides, conf=ROOT / "conf", **options)
+
+
+@pytest.fixture
+def compose():
+    """`compose("model=P", "debug=quick")`: the composed config, as `composed` above."""
+    return composed
 
 
 def committed_epoch(run_dir: Path) -> int:

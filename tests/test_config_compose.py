@@ -5,19 +5,12 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, composed
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, check_run, register_schemas
+from bionn.config.schema import ConfigError, check_run
 
 SEED = ROOT / "examples"  # copies of the seed TOMLs (test_importer checks they match)
-register_schemas()
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def test_default_composition_has_the_documented_shape():
@@ -106,6 +99,6 @@ def test_hydra_rejects_types_and_unknown_keys(override, message):
     ],
 )
 def test_semantic_checks_name_key_value_and_allowed(override, message):
-    cfg = composed(override)
+    cfg = composed(override, with_hydra=True)
     with pytest.raises(ConfigError, match=message):
         check_run(cfg)

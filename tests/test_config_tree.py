@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import io
 
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
-
-from bionn.config.schema import register_schemas
 from bionn.config.tree import print_config_tree
 
 
-def test_tree_has_one_branch_per_group_with_its_resolved_yaml():
-    register_schemas()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=P", "debug=quick"])
+def test_tree_has_one_branch_per_group_with_its_resolved_yaml(compose):
+    cfg = compose("model=P", "debug=quick")
     out = io.StringIO()
     print_config_tree(cfg, file=out)
     lines = out.getvalue().splitlines()

@@ -19,11 +19,6 @@ BAD = [
     ({"shape.batch_size": 600}, r"shape\.batch_size = 600 .*smallest split \(val: 500 samples\)"),
     ({"shape.n_samples": 0}, r"shape\.n_samples = 0 .*>= 1"),
     ({"shape.n_samples": 2}, r"shape\.splits .*split of 2 samples is empty"),
-    (
-        {"simulation.mechanism": "michaelis"},
-        r"simulation\.mechanism = 'michaelis' .*allowed: textbook, legacy",
-    ),
-    ({"simulation.svd_sign": "up"}, r"simulation\.svd_sign = 'up' .*allowed: first_positive"),
     ({"simulation.n_components": 4}, r"simulation\.n_components = 4 .*1\.\.3 \(rank of D\)"),
     ({"simulation.t_stop": 0.0}, r"simulation\.t_stop = 0\.0 .*> simulation\.t_start"),
     ({"shape.n_shards": 0}, r"shape\.n_shards = 0"),

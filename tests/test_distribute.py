@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import composed
 
-from bionn.config.schema import register_schemas
 from bionn.data.stats import compute_statistics
 from bionn.slurm import current_worker, slurm_info
-
-register_schemas()
 
 
 @pytest.mark.parametrize("chunk_samples", [2048, 48])
@@ -81,10 +77,7 @@ def test_slurm_environment_is_recorded(monkeypatch):
 
 
 def launcher(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train", overrides=list(overrides), return_hydra_config=True
-        ).hydra.launcher
+    return composed(*overrides, with_hydra=True).hydra.launcher
 
 
 def test_slurm_launcher_defaults_match_the_older_job_scripts_and_requeue():

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import composed as compose_conf
 from omegaconf import OmegaConf
 
 from bionn.config.importer import escape_interpolations, main, plan_import, yaml_value
-from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, check_run, register_schemas
+from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, check_run
 
 EXAMPLES = ROOT / "examples"
 SEED = ROOT.parent / "shared" / "seed"
 CONFIGS = EXAMPLES / "configurations.toml"
 DATA = EXAMPLES / "data.toml"
-register_schemas()
 
 SMALL_DATA = """
 [dlocal]
@@ -41,8 +40,7 @@ training = "dlocal"
 
 def composed(search_dir: Path, *overrides: str):
     """Compose conf/train.yaml with search_dir on the search path, as `--config-dir` does."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, f"hydra.searchpath=[file://{search_dir}]"])
+    return compose_conf(*overrides, config_dir=search_dir)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -294,28 +292,7 @@ def config_with(**sections: str) -> str:
             SMALL_DATA,
             r"layers\[1\] \(Dense\): unknown argument 'unit'; valid: units",
         ),
-        (
-            config_with(structure='layers = [{ type = "Dense", units = 12, activation = "nope" }]'),
-            SMALL_DATA,
-            r"layers\[0\] \(Dense\): .*nope",
-        ),
         (config_with(structure="layers = []"), SMALL_DATA, r"layers must be a non-empty list"),
-        (
-            config_with(compile='optimizer = "adamm"'),
-            SMALL_DATA,
-            r"\[T\.compile\]: .*unknown optimizer 'adamm'",
-        ),
-        (config_with(compile='loss = "mse2"'), SMALL_DATA, r"unknown loss 'mse2'"),
-        (
-            config_with(compile='metrics = ["R_squared", "Accuracyy"]'),
-            SMALL_DATA,
-            r"unknown metric 'Accuracyy'",
-        ),
-        (
-            config_with(compile='optimizer = "${oc.env:HOME}"'),
-            SMALL_DATA,
-            r"unknown optimizer '\$\{oc\.env:HOME\}'",
-        ),
         (
             config_with(dataset='training = "dnowhere"'),
             SMALL_DATA,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import composed
 from omegaconf import OmegaConf
-from test_config_compose import composed
 
 from bionn.config.schema import CompileConfig, ConfigError
 from bionn.nn.metrics import PooledRSquared
@@ -35,7 +35,7 @@ def test_seed_models_build_with_their_toml_spellings(name):
             [{"type": "Flatten"}, {"type": "Dense", "unit": 12}],
             r"model\.layers\[1\] \(Dense\): unknown argument 'unit'; valid: units, activation",
         ),
-        ([{"units": 12}], r"model\.layers\[0\]: a layer is a mapping with a 'type' key"),
+        ([{"units": 12}], r"model\.layers\[0\]: a layer is a mapping with a 'type' string"),
         (
             [{"type": "Flatten"}, {"type": "Dense", "units": 10}],
             r"last layer gives 10 outputs but a label has 12",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import os
 import re
 import sys
 import tomllib
@@ -23,6 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bionn.config.layers import check_layers
 from bionn.config.schema import (
     CompileConfig,
     ConfigError,
@@ -349,44 +349,17 @@ def import_dataset(name: str, table: dict[str, Any], src: TomlFile) -> tuple[Any
     return cfg, out.text()
 
 
-def check_layers(layers: Any, where: str) -> None:
-    """Every layer a keras.layers class with known arguments that accepts the values."""
-    from bionn.nn.model import layer_class, layer_kwargs
-
-    if not isinstance(layers, list) or not layers:
-        raise ConfigError(f"{where}: layers must be a non-empty list of {{ type = ..., ... }} tables")
-    for i, spec in enumerate(layers):
-        at = f"{where} layers[{i}]"
-        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
-            raise ConfigError(f"{at}: a layer is a table with a 'type' string, got {spec!r}")
-        inert(spec, at)  # refuses '_' keys anywhere before Keras sees them
-        cls = layer_class(spec["type"], at)
-        valid = layer_kwargs(cls)
-        kwargs = {k: v for k, v in spec.items() if k != "type"}
-        for key in kwargs:
-            if key not in valid:
-                raise ConfigError(
-                    f"{at} ({spec['type']}): unknown argument {key!r}; valid: {', '.join(valid)}"
-                )
-        try:
-            cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{at} ({spec['type']}): {err}") from None
-
-
 def import_configuration(
     name: str, table: dict[str, Any], src: TomlFile, datasets: dict[str, Any], out_dir: Path
 ) -> dict[str, str]:
-    from bionn.nn.model import check_compile
-
     where = f"{src.path} [{name}]"
     check_keys(table, CONFIG_SECTIONS, where)
     if "structure" not in table:
         raise ConfigError(f"{where}: missing [{name}.structure] with the layers of the network")
     structure = section(table, "structure", where)
     check_keys(structure, ("layers",), f"{src.path} [{name}.structure]")
-    check_layers(structure.get("layers"), f"{src.path} [{name}.structure]")
-    layers = inert(structure["layers"], f"{src.path} [{name}.structure] layers")
+    layers = inert(structure.get("layers"), f"{src.path} [{name}.structure] layers")
+    check_layers(layers, f"{src.path} [{name}.structure] layers")
 
     compile_ = section(table, "compile", where)
     check_keys(compile_, COMPILE_KEYS, f"{src.path} [{name}.compile]")
@@ -405,10 +378,6 @@ def import_configuration(
     for key, sec in sources:
         train_data[key] = inert(table[sec][key], f"{src.path} [{name}.{sec}] {key}")
     train_cfg = merged(TrainingConfig, train_data, where, "training.")
-    try:
-        check_compile(train_cfg.compile)
-    except ConfigError as err:
-        raise ConfigError(f"{src.path} [{name}.compile]: {err}") from None
 
     dataset_name = None
     if "training" in ref:
@@ -507,7 +476,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite files that differ (hand edits)")
     parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise off
     try:
         plan = plan_import(args.toml, args.out)
     except ConfigError as err:

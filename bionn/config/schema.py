@@ -8,6 +8,7 @@ checks a type cannot express and names the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,34 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from bionn.data.kinetics import MECHANISMS, N_SPECIES, SIGN_RULES
+from bionn.config.errors import ConfigError
+from bionn.config.layers import check_layers
+from bionn.config.sources import config_file
 
 SPLIT_NAMES = ("train", "val", "test")
+# Species of the mass-action system, in the order of every label row: E, S, ES, P.
+SPECIES = ("E", "S", "ES", "P")
+N_SPECIES = len(SPECIES)
 
 
-class ConfigError(ValueError):
-    """A config value that bionn cannot use; the message names file, key, value and what is allowed."""
+class Mechanism(enum.StrEnum):
+    """The reaction simulated (docs/data-model.md)."""
+
+    # E + S <-> ES -> E + P
+    textbook = "textbook"
+    # The older code's E + S <-> ES -> S + P (the enzyme is not released)
+    legacy = "legacy"
+
+
+class SignRule(enum.StrEnum):
+    """Sign of each singular vector U[:, j] (a singular vector has none of its own)."""
+
+    # U[0, j] >= 0: each component starts positive
+    first_positive = "first_positive"
+    # the largest-magnitude entry of U[:, j] >= 0
+    max_abs_positive = "max_abs_positive"
+    # whatever the eigen-solver returns
+    solver = "solver"
 
 
 @dataclass
@@ -64,13 +86,13 @@ class ShapeConfig:
 class SimulationConfig:
     """How a sample is simulated and observed (DATA_MODEL.md sections 2-4)."""
 
-    mechanism: str = "textbook"
+    mechanism: Mechanism = Mechanism.textbook
     t_start: float = 0.0
     t_stop: float = 500.0
     n_times: int = 501
     n_wavelengths: int = 4
     n_components: int = 3
-    svd_sign: str = "first_positive"
+    svd_sign: SignRule = SignRule.first_positive
 
 
 @dataclass
@@ -109,10 +131,6 @@ def check_dataset(cfg: Any, source: str = "dataset config") -> None:
         fail("parameters.spectra_max", p.spectra_max, "spectra ranges must allow non-zero entries")
     if p.amplitude_min <= 0:
         fail("parameters.amplitude_min", p.amplitude_min, "amplitudes must be > 0")
-    if sim.mechanism not in MECHANISMS:
-        fail("simulation.mechanism", sim.mechanism, f"allowed: {', '.join(MECHANISMS)}")
-    if sim.svd_sign not in SIGN_RULES:
-        fail("simulation.svd_sign", sim.svd_sign, f"allowed: {', '.join(SIGN_RULES)}")
     if sim.n_times < 2:
         fail("simulation.n_times", sim.n_times, "need at least 2 time points")
     if not sim.t_stop > sim.t_start:
@@ -289,16 +307,20 @@ def unknown_keys(cfg: Any, schema: Any = RunConfig, prefix: str = "") -> list[st
     return found
 
 
-def check_run(cfg: Any) -> None:
-    """Semantic checks of a composed run config beyond the types (the model's own are in bionn.nn)."""
+def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
+    """Semantic checks of a composed run config beyond the types; errors name the file Hydra used
+    for the group at fault (hydra_cfg: the composition's `hydra` node, by default the running job's)."""
+    if hydra_cfg is None and isinstance(cfg, DictConfig) and "hydra" in cfg:
+        hydra_cfg = cfg.hydra
     extra = [k for k in unknown_keys(cfg) if not k.startswith("hydra")]
     if extra:
         raise ConfigError(f"unknown config key(s): {'; '.join(extra)}")
-    check_dataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
+    check_dataset(cfg.dataset, source=config_file("dataset", hydra_cfg))
     t = cfg.training
 
     def fail(key: str, value: Any, allowed: str) -> None:
-        raise ConfigError(f"conf/training/{t.name}.yaml: training.{key} = {value!r} is invalid: {allowed}")
+        source = config_file("training", hydra_cfg)
+        raise ConfigError(f"{source}: training.{key} = {value!r} is invalid: {allowed}")
 
     if t.epochs < 1:
         fail("epochs", t.epochs, "must be >= 1")
@@ -316,5 +338,4 @@ def check_run(cfg: Any) -> None:
         fail("compile.clipvalue", t.compile.clipvalue, "must be > 0, or null for no clipping")
     if cfg.runtime.cpu_replicas < 1:
         raise ConfigError(f"runtime.cpu_replicas = {cfg.runtime.cpu_replicas!r} is invalid: must be >= 1")
-    if not cfg.model.layers:
-        raise ConfigError(f"conf/model/{cfg.model.name}.yaml: model.layers is empty: list at least one layer")
+    check_layers(cfg.model.layers, f"{config_file('model', hydra_cfg)}: model.layers")

@@ -1,4 +1,4 @@
-"""Compiled Michaelis-Menten sample engine (the contract is DATA_MODEL.md).
+"""Compiled Michaelis-Menten sample engine (the contract is docs/data-model.md).
 
 One sample is a pure function of (seed, stream, index): its random numbers come
 from a SplitMix64 sequence whose starting state hashes those three integers, so
@@ -28,11 +28,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from bionn.config.schema import N_SPECIES, Mechanism, SignRule
+
 # Bump when a change alters any generated number: it keys the statistics caches.
 ENGINE_VERSION = 2
-MECHANISMS = {"textbook": 0, "legacy": 1}
-SIGN_RULES = {"first_positive": 0, "max_abs_positive": 1, "solver": 2}
-N_SPECIES = 4  # E, S, ES, P
+# The kernels' integer codes of the config's choices.
+MECHANISMS = {Mechanism.textbook: 0, Mechanism.legacy: 1}
+SIGN_RULES = {SignRule.first_positive: 0, SignRule.max_abs_positive: 1, SignRule.solver: 2}
 N_KINETIC = 5  # k1, k2, k3, E0, S0
 # Spectra whose normalised Gram determinant (spectra_volume) is below this are
 # numerically rank-deficient and redrawn (about sigma_min < 1e-6 * sigma_max).

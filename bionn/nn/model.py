@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any
 
 import keras
-from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError
+from bionn.config.errors import ConfigError
+from bionn.config.layers import check_layer_spec, layer_arguments
+from bionn.config.sources import config_file
 from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
 
-# Keyword arguments every Keras layer accepts through its base class.
-_BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
 
-
-def layer_class(type_name: str, where: str) -> type:
-    cls = getattr(keras.layers, type_name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)):
-        known = sorted(n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n)))
-        close = difflib.get_close_matches(type_name, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (any class in keras.layers)"
-        raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
-    return cls
-
-
-def layer_kwargs(cls: type) -> list[str]:
-    """The keyword arguments a layer class accepts."""
-    params = inspect.signature(cls.__init__).parameters
-    named = [p for p, v in params.items() if p != "self" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
-    return named + [k for k in _BASE_LAYER_KWARGS if k not in named]
-
-
-def make_layer(spec: Any, position: int, model_name: str) -> keras.layers.Layer:
-    spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
-    where = f"conf/model/{model_name}.yaml: model.layers[{position}]"
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"{where}: a layer is a mapping with a 'type' key, got {spec!r}")
-    kwargs = {k: v for k, v in spec.items() if k != "type"}
-    cls = layer_class(str(spec["type"]), where)
-    valid = layer_kwargs(cls)
-    for key in kwargs:
-        if key not in valid:
-            raise ConfigError(
-                f"{where} ({spec['type']}): unknown argument {key!r}; valid: {', '.join(valid)}"
-            )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+def make_layer(spec: Any, where: str) -> keras.layers.Layer:
+    """A Keras layer from a spec checked by bionn.config.layers; Keras judges the values."""
+    spec = check_layer_spec(spec, where)
     try:
-        return cls(**kwargs)
+        return getattr(keras.layers, spec["type"])(**layer_arguments(spec))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where} ({spec['type']}): {err}") from None
 
@@ -58,22 +26,25 @@ def build_model(
     input_shape: tuple[int, ...],
     n_outputs: int,
     label_scaling: tuple[Any, Any] | None = None,
+    source: str | None = None,
 ) -> keras.Model:
     """A built Sequential model; the input shape comes from the data, not the config.
 
     label_scaling=(mean, scale): the configured layers learn standardised labels and a
     final `Destandardise` layer maps them back, so the model predicts original-scale labels.
+    source: the model config's file for error messages (default: the one Hydra used).
     """
     name = str(model_cfg.name)
-    layers = [make_layer(spec, i, name) for i, spec in enumerate(model_cfg.layers)]
+    source = source or config_file("model")
+    layers = [make_layer(spec, f"{source}: model.layers[{i}]") for i, spec in enumerate(model_cfg.layers)]
     model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
     try:
         outputs = model.output_shape[-1]
     except (ValueError, AttributeError) as err:
-        raise ConfigError(f"conf/model/{name}.yaml: the layers do not fit together: {err}") from None
+        raise ConfigError(f"{source}: the layers do not fit together: {err}") from None
     if outputs != n_outputs:
         raise ConfigError(
-            f"conf/model/{name}.yaml: the last layer gives {outputs} outputs but a label has {n_outputs} "
+            f"{source}: the last layer gives {outputs} outputs but a label has {n_outputs} "
             f"(k x 4); end the model with Dense(units={n_outputs})"
         )
     if label_scaling is not None:

@@ -1,0 +1,98 @@
+"""The one validator of layer specs (`{type: <keras.layers class>, <its arguments>}`).
+
+Used by bionn-import before it writes a model file, by check_run before a run
+starts, and by the model builder (bionn.nn.model) before it constructs a layer.
+It knows every class of `keras.layers` and its keyword arguments without importing
+Keras (which would start TensorFlow, 5 s): it reads the installed Keras' public
+`keras/layers/__init__.py` and each class's `__init__` from source. That layout
+belongs to the Keras release line pyproject.toml pins (bionn.pins guards it);
+tests/test_model.py checks this reading against the imported classes.
+Whether a value is acceptable (e.g. `units: -1`) only Keras can tell, when the
+builder constructs the layer.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from bionn.config.errors import ConfigError
+
+# Keyword arguments every Keras layer accepts through its base class.
+BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
+
+
+@functools.cache
+def keras_layers() -> dict[str, tuple[str, ...]]:
+    """Every class exported by keras.layers with the keyword arguments its __init__ names."""
+    spec = importlib.util.find_spec("keras")
+    if spec is None or spec.origin is None:
+        raise ConfigError("Keras is not installed: cannot check layer specs")
+    root = Path(spec.origin).parent
+    exports = ast.parse((root / "layers" / "__init__.py").read_text(encoding="utf-8"))
+    found: dict[str, tuple[str, ...]] = {}
+    for node in exports.body:
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        for alias in node.names:
+            args = _init_arguments(root.parent / (node.module.replace(".", "/") + ".py"), alias.name)
+            if args is not None:
+                found[alias.asname or alias.name] = args
+    return found
+
+
+def _init_arguments(source: Path, class_name: str) -> tuple[str, ...] | None:
+    """Keyword arguments of class_name.__init__ in source (None: no such class there)."""
+    if not source.is_file():
+        return None
+    classes = [n for n in ast.parse(source.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)]
+    cls = next((c for c in classes if c.name == class_name), None)
+    if cls is None:
+        return None
+    init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+    named: list[str] = []
+    if init is not None:  # without one (e.g. Add), the base's __init__(**kwargs) applies
+        args = init.args
+        named = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs) if a.arg != "self"]
+    return (*named, *(k for k in BASE_LAYER_KWARGS if k not in named))
+
+
+def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
+    """A layer spec as a plain dict, checked: a mapping whose `type` is a keras.layers class
+    and whose other keys are arguments of that class. ConfigError names `where` otherwise."""
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ConfigError(f"{where}: a layer is a mapping with a 'type' string, got {spec!r}")
+    known = keras_layers()
+    type_name = spec["type"]
+    if type_name not in known:
+        close = difflib.get_close_matches(type_name, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (any class in keras.layers)"
+        raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
+    for key in spec:
+        if key != "type" and key not in known[type_name]:
+            raise ConfigError(
+                f"{where} ({type_name}): unknown argument {key!r}; valid: {', '.join(known[type_name])}"
+            )
+    return spec
+
+
+def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
+    """A non-empty list of layer specs, each checked (`where` names the file and key)."""
+    if isinstance(layers, ListConfig):
+        layers = list(layers)
+    if not isinstance(layers, list) or not layers:
+        raise ConfigError(f"{where} must be a non-empty list of layers ({{type: Dense, units: 12}}, ...)")
+    return [check_layer_spec(spec, f"{where}[{i}]") for i, spec in enumerate(layers)]
+
+
+def layer_arguments(spec: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a checked spec (lists become tuples, as Keras expects shapes)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "type"}

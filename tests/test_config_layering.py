@@ -1,0 +1,113 @@
+"""bionn.config is the bottom floor: it loads no engine or model code, rejects bad choices at
+composition and names the config files Hydra actually used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, composed
+
+from bionn.config.schema import ConfigError, check_run, load_dataset_config
+
+HEAVY = ("numba", "tensorflow", "keras", "bionn.data", "bionn.nn", "bionn.train")
+
+
+def modules_loaded_by(code: str) -> list[str]:
+    """Which HEAVY modules a fresh interpreter has loaded after running code."""
+    probe = f"{code}\nimport sys\nprint('LOADED', *(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
+    code = "import bionn.config.schema, bionn.config.importer, bionn.config.tree, bionn.config.compose"
+    assert modules_loaded_by(code) == []
+
+
+def test_composing_and_checking_a_run_loads_neither_numba_nor_tensorflow():
+    code = (
+        "from bionn.config.compose import compose_run\n"
+        "from bionn.config.schema import check_run\n"
+        "check_run(compose_run('experiment=P2', with_hydra=True))"
+    )
+    assert modules_loaded_by(code) == []
+
+
+def test_bionn_import_loads_no_tensorflow(tmp_path):
+    code = (
+        "from bionn.config.importer import main\n"
+        f"assert main(['examples/configurations.toml', 'examples/data.toml', '--out', '{tmp_path}']) == 0"
+    )
+    assert modules_loaded_by(code) == []
+    assert (tmp_path / "model" / "P2.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "override,allowed",
+    [
+        ("dataset.simulation.mechanism=michaelis", r"\[textbook, legacy\]"),
+        ("dataset.simulation.svd_sign=up", r"\[first_positive, max_abs_positive, solver\]"),
+    ],
+)
+def test_a_bad_choice_is_rejected_at_composition_with_the_allowed_values(override, allowed):
+    key, value = override.split("=")
+    with pytest.raises(Exception) as caught:
+        composed(override)
+    text = f"{caught.value} {caught.value.__cause__}"
+    assert key in text and f"'{value}'" in text
+    assert __import__("re").search(allowed, text), text
+
+
+def test_a_bad_choice_in_a_dataset_file_names_the_file(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("name: d\nsimulation:\n  mechanism: michaelis\n")
+    with pytest.raises(ConfigError, match=rf"{path}: dataset\.simulation\.mechanism: .*textbook, legacy"):
+        load_dataset_config(path)
+
+
+def renamed_dataset_folder(tmp_path):
+    """A --config-dir holding dtest's file under another option name (its name key still says dtest)."""
+    (tmp_path / "dataset").mkdir()
+    text = (ROOT / "conf" / "dataset" / "dtest.yaml").read_text()
+    (tmp_path / "dataset" / "mine.yaml").write_text(text.replace("k1_min: 0.01", "k1_min: 9.0"))
+    return tmp_path
+
+
+def test_errors_name_the_file_hydra_used_with_config_dir_and_a_renamed_option(tmp_path):
+    extra = renamed_dataset_folder(tmp_path)
+    cfg = composed("dataset=mine", config_dir=extra, with_hydra=True)
+    assert cfg.dataset.name == "dtest"
+    with pytest.raises(
+        ConfigError, match=rf"^{extra / 'dataset' / 'mine.yaml'}: dataset\.parameters\.k1_min"
+    ):
+        check_run(cfg)
+
+
+def test_errors_name_the_training_and_model_files_of_the_primary_conf():
+    cfg = composed("training.epochs=0", with_hydra=True)
+    with pytest.raises(
+        ConfigError, match=rf"^{ROOT / 'conf' / 'training' / 'default.yaml'}: training\.epochs"
+    ):
+        check_run(cfg)
+    cfg = composed("model=P", "model.layers=[{type: Dense2}]", with_hydra=True)
+    with pytest.raises(ConfigError, match=rf"^{ROOT / 'conf' / 'model' / 'P.yaml'}: model\.layers\[0\]"):
+        check_run(cfg)
+
+
+def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
+    extra = renamed_dataset_folder(tmp_path)
+    command = [
+        sys.executable,
+        "train.py",
+        f"--config-dir={extra}",
+        "dataset=mine",
+        f"hydra.run.dir={tmp_path}/r",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"{extra / 'dataset' / 'mine.yaml'}: dataset.parameters.k1_min = 9.0" in done.stderr + done.stdout
