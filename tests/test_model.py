@@ -95,3 +95,26 @@ def test_pooled_r_squared_is_exact_over_batches():
     constant.update_state(y, np.broadcast_to(y.mean(0), y.shape))
     # a per-output constant predictor already scores high on the pooled definition
     assert float(constant.result()) > 0.8
+
+
+def test_the_static_layer_reader_agrees_with_the_imported_keras_layers():
+    """bionn.config.layers reads keras.layers from source (no TensorFlow); it must match Keras itself."""
+    import inspect
+
+    import keras
+
+    from bionn.config.layers import BASE_LAYER_KWARGS, keras_layers
+
+    imported = {}
+    for name in dir(keras.layers):
+        cls = getattr(keras.layers, name)
+        if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
+            params = inspect.signature(cls.__init__).parameters
+            named = [
+                p
+                for p, v in params.items()
+                if p != "self" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+            ]
+            imported[name] = (*named, *(k for k in BASE_LAYER_KWARGS if k not in named))
+    static = keras_layers()
+    assert {n: static.get(n) for n in imported} == imported
