@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 
 from bionn.config.schema import ConfigError
+from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
 
 # Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
@@ -66,6 +67,7 @@ def make_strategy(cpu_replicas: int = 1) -> tuple[tf.distribute.Strategy, Worker
 
 def make_multi_worker_strategy() -> tuple[tf.distribute.Strategy, Worker]:
     """MultiWorkerMirroredStrategy over the tasks of this Slurm step (call inside `srun`)."""
+    require_tested("tensorflow")
     from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
         SlurmClusterResolver,
         expand_tasks_per_node,
@@ -104,6 +106,7 @@ def patch_keras_multi_worker() -> None:
     """
     from keras.src.backend.tensorflow import trainer
 
+    require_tested("keras")
     if getattr(trainer, "_bionn_multi_worker_patch", False):
         return
     keras_reduce = trainer.reduce_per_replica

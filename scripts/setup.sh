@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install bionn with its test tools. Idempotent.
+# Create .venv (Python 3.11+) and install bionn with its test tools, at the exact versions CI
+# tested (requirements.lock; docs/testing.md says how to refresh it). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -17,4 +18,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -r requirements.lock
+.venv/bin/python -m pip install -q --no-deps -e .
+# The lock and pyproject.toml's ranges must agree: fails when they drift apart.
+.venv/bin/python -m pip check
