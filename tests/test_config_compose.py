@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, check_run
 
-SEED = ROOT / "examples"  # copies of the seed TOMLs (test_importer checks they match)
+SEED = ROOT / "examples"  # the seed configurations, in the older TOML format
 
 
 def test_default_composition_has_the_documented_shape():

@@ -18,7 +18,6 @@ from bionn.config.importer import escape_interpolations, main, plan_import, yaml
 from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, check_run
 
 EXAMPLES = ROOT / "examples"
-SEED = ROOT.parent / "shared" / "seed"
 CONFIGS = EXAMPLES / "configurations.toml"
 DATA = EXAMPLES / "data.toml"
 
@@ -58,12 +57,6 @@ def files_under(folder: Path) -> dict[str, str]:
 
 
 # ---- the seed files ----------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not SEED.is_dir(), reason="no shared seed folder")
-def test_examples_are_copies_of_the_seed_toml():
-    for name in ("configurations.toml", "data.toml"):
-        assert (EXAMPLES / name).read_text() == (SEED / name).read_text()
 
 
 def test_committed_conf_is_exactly_what_the_importer_writes(tmp_path):

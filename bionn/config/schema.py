@@ -49,20 +49,27 @@ class SignRule(enum.StrEnum):
 
 @dataclass
 class ParametersConfig:
-    """Uniform ranges of the drawn quantities (DATA_MODEL.md section 1)."""
+    """Uniform ranges of the quantities drawn for every sample (docs/data-model.md)."""
 
+    # Rate constant of binding E + S -> ES (> 0; min <= max).
     k1_min: float = 0.01
     k1_max: float = 0.05
+    # Rate constant of unbinding ES -> E + S (> 0).
     k2_min: float = 0.01
     k2_max: float = 0.05
+    # Rate constant of catalysis ES -> E + P (> 0).
     k3_min: float = 0.01
     k3_max: float = 0.05
+    # Initial enzyme concentration (> 0).
     E0_min: float = 0.1
     E0_max: float = 0.3
+    # Initial substrate concentration (> 0).
     S0_min: float = 0.1
     S0_max: float = 0.3
+    # Entries of each species' spectral vector, before it is normalised to unit length.
     spectra_min: float = -1.0
     spectra_max: float = 1.0
+    # Amplitude of each species in the absorbance matrix (> 0).
     amplitude_min: float = 0.2
     amplitude_max: float = 0.8
 
@@ -71,11 +78,17 @@ class ParametersConfig:
 class ShapeConfig:
     """Size, splits and feeding of a dataset (`[name.shape]` in data.toml)."""
 
+    # The data's seed: sample i is a pure function of it, the stream and i.
     seed: int = 42
+    # Total samples, split into train, validation and test.
     n_samples: int = 5000
+    # Contiguous shards of the training split, interleaved one sample at a time in the training order.
     n_shards: int = 1
+    # Global batch, split evenly across replicas (at most the smallest split).
     batch_size: int = 64
+    # Shuffle buffer of the training order (1 = no shuffling).
     shuffle_buffer_size: int = 1000
+    # Train, validation and test fractions, each >= 0, summing to 1.
     splits: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     # False: a fixed training set (sample j is index j in every epoch).
     # True: epoch e trains on fresh samples drawn from stream e (the older code's unlimited data).
@@ -84,19 +97,27 @@ class ShapeConfig:
 
 @dataclass
 class SimulationConfig:
-    """How a sample is simulated and observed (DATA_MODEL.md sections 2-4)."""
+    """How a sample is simulated and observed (docs/data-model.md)."""
 
+    # The reaction integrated.
     mechanism: Mechanism = Mechanism.textbook
+    # Uniform time grid: n_times points from t_start to t_stop (t_stop > t_start, n_times >= 2).
     t_start: float = 0.0
     t_stop: float = 500.0
     n_times: int = 501
+    # Length of each spectral vector (columns of the absorbance matrix).
     n_wavelengths: int = 4
+    # SVD components kept: 1 to min(n_wavelengths, 3) (the concentrations have rank 3).
     n_components: int = 3
+    # Sign rule of each singular vector; feature column j and label row j flip together.
     svd_sign: SignRule = SignRule.first_positive
 
 
 @dataclass
 class DatasetConfig:
+    """The data: parameter ranges, size and splits, simulation (a file of conf/dataset/)."""
+
+    # The dataset's name (bionn-import writes the TOML table's name).
     name: str = "dataset"
     parameters: ParametersConfig = field(default_factory=ParametersConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)
@@ -220,17 +241,27 @@ def resolve_dataset(name_or_path: str, config_dir: str | None = None) -> DictCon
 class ModelConfig:
     """A network as a list of Keras layers: `{type: Conv2D, filters: 32, ...}` per layer."""
 
+    # The model's name (its Keras name is model_<name>).
     name: str = "model"
+    # One {type: <a keras.layers class>, <its arguments>} per layer; the input shape comes from the
+    # data, and the last layer must give n_components x 4 outputs (12 by default).
     layers: list[Any] = field(default_factory=list)
 
 
 @dataclass
 class CompileConfig:
+    """Optimizer, loss and metrics of Keras' compile."""
+
+    # Any keras.optimizers name (adam, sgd, rmsprop, adamw, ...).
     optimizer: str = "adam"
+    # Learning rate of the optimizer (> 0).
     learning_rate: float = 0.001
     # Gradient values are clipped to [-clipvalue, clipvalue] (the older code used 1.0); null disables.
     clipvalue: float | None = 1.0
+    # Any keras.losses name (mean_squared_error, mean_absolute_error, huber, ...).
     loss: str = "mean_squared_error"
+    # Any keras.metrics name, plus R_squared (the older project's pooled R-squared); every
+    # evaluation also reports r2_per_output and r2_mean.
     metrics: list[str] = field(
         default_factory=lambda: [
             "R_squared",
@@ -244,8 +275,12 @@ class CompileConfig:
 
 @dataclass
 class TrainingConfig:
+    """How the model is trained (a file of conf/training/)."""
+
+    # The training's name.
     name: str = "default"
     compile: CompileConfig = field(default_factory=CompileConfig)
+    # Upper bound of the epochs (early stopping may end sooner).
     epochs: int = 10
     # Model checkpoint plus an evaluation on all splits every this many epochs (0 = never).
     save_interval: int = 5
@@ -256,7 +291,7 @@ class TrainingConfig:
     # Keras verbosity of fit: 0 silent, 1 progress bar, 2 one line per epoch.
     verbose: int = 2
     # Train on labels standardised with the training statistics (label_mean, label_std);
-    # the loss is then on that scale, every metric on the original scale (README "Accuracy").
+    # the loss is then on that scale, every metric on the original scale (docs/accuracy.md).
     scale_labels: bool = True
 
 
@@ -276,6 +311,8 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
+    """One run: what train.py composes from conf/train.yaml."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

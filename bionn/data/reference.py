@@ -1,4 +1,4 @@
-"""Plain per-sample implementation of DATA_MODEL.md, the yardstick of the engine.
+"""Plain per-sample implementation of docs/data-model.md, the yardstick of the engine.
 
 One sample at a time, the way the older code worked: the full 4-species ODE
 through SciPy (odeint at its default tolerances, or DOP853 at rtol 1e-12 as the
@@ -17,7 +17,7 @@ from bionn.data.dataset import KineticsDataset
 
 
 def rates(c: np.ndarray, k1: float, k2: float, k3: float, mechanism: int) -> np.ndarray:
-    """dC/dt of C = [E, S, ES, P]; mechanism 1 is the older code's variant (correction 1)."""
+    """dC/dt of C = [E, S, ES, P]; mechanism 1 is the older code's variant (docs/data-model.md: legacy)."""
     e, s, es, _ = c
     binding = k1 * e * s
     if mechanism == 0:

@@ -24,7 +24,7 @@ from bionn.data import kinetics
 from bionn.data.dataset import KineticsDataset
 from bionn.io import atomic_save_npz
 
-# Added to the standard deviation before dividing (DATA_MODEL.md section 5).
+# Added to the standard deviation before dividing (docs/data-model.md, "Normalisation").
 STD_EPSILON = 1e-7
 _CHUNK = 4096
 
