@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: set up, start the local Slurm cluster, pytest, stop the cluster.
+# The whole test suite, as CI runs it: set up, lint and format check, start the local Slurm cluster,
+# pytest, stop the cluster.
 # Extra arguments go to pytest. As root with apt, the one-node Slurm of scripts/local_slurm/ is
 # installed and started, and stopped again on exit (also when a test fails); the Slurm tests then
 # must run (BIONN_REQUIRE_SLURM=1: a missing cluster fails them instead of skipping them).
@@ -8,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 if [ "${BIONN_SLURM_TESTS:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   trap 'bash scripts/local_slurm/stop.sh' EXIT
   bash scripts/local_slurm/start.sh

@@ -13,7 +13,9 @@ def test_dockerfile_uses_the_pinned_tensorflow_and_copies_what_exists():
     dockerfile = (ROOT / "Dockerfile").read_text()
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = next(
-        re.fullmatch(r"tensorflow>=(\d+\.\d+)", p).group(1) for p in pins if p.startswith("tensorflow>")
+        re.fullmatch(r"tensorflow>=(\d+\.\d+),<[\d.]+", p).group(1)
+        for p in pins
+        if p.startswith("tensorflow>")
     )
     version = re.search(r"^ARG TF_VERSION=(\S+)$", dockerfile, re.M).group(1)
     assert version.startswith(pinned + ".")
