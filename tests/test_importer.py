@@ -83,6 +83,38 @@ def test_output_is_deterministic_and_keeps_the_toml_comments(tmp_path):
     assert first[tmp_path / "experiment" / "E.yaml"].startswith("# @package _global_\n")
 
 
+def test_comments_go_to_the_entry_they_describe():
+    from bionn.config.importer.reading import read_comments
+
+    comments = read_comments(
+        """# dropped: a blank line follows
+
+# above T
+[T]  # beside T
+# above a.b
+a.b = 1  # beside a.b
+         # continues beside a.b
+[T.x]
+y = [  # beside y's bracket
+  1,  # beside y[0]
+  # above y[1]
+  2,
+]  # beside y
+"""
+    )
+    assert comments.above == {
+        ("T",): ["above T"],
+        ("T", "a", "b"): ["above a.b"],
+        ("T", "x", "y", 1): ["above y[1]"],
+    }
+    assert comments.trailing == {
+        ("T",): ["beside T"],
+        ("T", "a", "b"): ["beside a.b", "continues beside a.b"],
+        ("T", "x", "y"): ["beside y", "beside y's bracket"],
+        ("T", "x", "y", 0): ["beside y[0]"],
+    }
+
+
 def assert_toml_values_in(composed_value, toml_value, where=""):
     if isinstance(toml_value, dict):
         for key, value in toml_value.items():

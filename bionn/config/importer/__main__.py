@@ -1,0 +1,7 @@
+"""python -m bionn.config.importer: the same as bionn-import."""
+
+import sys
+
+from bionn.config.importer import main
+
+sys.exit(main())
