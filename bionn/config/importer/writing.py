@@ -2,8 +2,10 @@
 
 Hand-written on purpose: the files are short, one entry per line, lists and layers
 in flow style (`- {type: Dense, units: 12}`), each TOML comment above its entry or
-two spaces after it. ruamel.yaml aligns trailing comments to columns and decides
-line breaks itself, so it could not reproduce the committed conf/ byte for byte.
+two spaces after it. Tried with ruamel.yaml 0.19 (flow-style CommentedSeq/Map,
+yaml_add_eol_comment): it places a trailing comment by column, so the second
+comment of a list came out one space after its value, not two; matching the
+committed conf/ byte for byte would mean computing each line's width ourselves.
 """
 
 from __future__ import annotations
