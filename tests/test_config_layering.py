@@ -24,6 +24,18 @@ def modules_loaded_by(code: str) -> list[str]:
     return done.stdout.splitlines()[-1].split()[1:]
 
 
+def test_bionn_config_imports_no_other_bionn_code_but_the_atomic_writers():
+    import ast
+
+    found = set()
+    for path in (ROOT / "bionn" / "config").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            found |= {n for n in names if n.split(".")[0] == "bionn"}
+    assert {n for n in found if not n.startswith("bionn.config")} <= {"bionn.io"}
+
+
 def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
     code = "import bionn.config.schema, bionn.config.importer, bionn.config.tree, bionn.config.compose"
     assert modules_loaded_by(code) == []
