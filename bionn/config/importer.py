@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import enum
 import os
 import re
 import sys
@@ -286,6 +287,8 @@ def yaml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return yaml_str(value)
+    if isinstance(value, enum.Enum):  # a choice key: its name, as a user writes it
+        return yaml_str(value.name)
     if isinstance(value, list):
         return "[" + ", ".join(yaml_value(v) for v in value) + "]"
     if isinstance(value, dict):
