@@ -1,37 +1,63 @@
-"""run(cfg): data -> model -> fit -> evaluate -> artefacts, in one run folder.
+"""run(cfg): one configuration trained in its run folder, as one recorded attempt.
 
-The run folder holds Hydra's .hydra/, info.json, history.csv, tensorboard/,
-checkpoints/ and results_epoch_N.json every save_interval epochs, backup/ (the
-state after the last finished epoch, from which the same command continues in the
-same folder, deleted once the run finished), and at the end model.keras,
-final_results.json and plots/*.png. A failure writes error.json, keeps what was
-written, and re-raises (non-zero exit); inside a multirun reported by
-bionn.report.SweepReport it returns instead, and the report exits non-zero when
-the sweep ends.
+    claim the folder -> build (data -> model -> resume point) -> fit -> finish (evaluate -> artefacts)
+
+Claiming checks the folder's config ledger (bionn.run_folder): a finished run of
+the same config is not trained again, an unfinished one resumes, a folder
+holding another config's run is refused (or moved aside on request). Every
+attempt is recorded with how it ended: completed; interrupted (a signal such
+as SIGTERM, SIGUSR2 or Ctrl-C, a requeue: never a failure, the same command
+resumes); or failed (error.json, final_results.json with status failed, a
+non-zero exit; inside a multirun reported by bionn.report.SweepReport the job
+returns instead and the report exits non-zero when the sweep ends).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import math
 import platform
-import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from bionn.config.schema import check_run
+from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run
 from bionn.config.tree import print_config_tree
-from bionn.io import atomic_write_bytes, atomic_write_json
-from bionn.slurm import current_worker, slurm_info
+from bionn.console import quiet_tensorflow, setup_logging
+from bionn.io import atomic_write_bytes
+from bionn.run_folder import (
+    BACKUP,
+    ERROR,
+    FINAL,
+    FINISHED,
+    HISTORY,
+    INFO,
+    LEDGER,
+    MODEL,
+    PLOTS,
+    TENSORBOARD,
+    ConfigChanged,
+    Outcome,
+    RunFolder,
+    Status,
+    remove_backup,
+)
+from bionn.slurm import Worker, current_worker, slurm_info
 
+log = logging.getLogger(__name__)
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
-FINISHED = ("completed", "early_stopped", "nan")
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def run_directory() -> Path:
@@ -46,43 +72,134 @@ def run_directory() -> Path:
 
 def run(cfg: Any, run_dir: Path | None = None) -> float:
     """Train one composed config; returns the final validation loss (what a sweeper minimises)."""
-    run_dir = Path(run_dir or run_directory())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = _read_json(run_dir / "final_results.json")
-    if previous and previous.get("status") in FINISHED:
-        print(
-            f"bionn: {run_dir} already finished ({previous['status']}); delete final_results.json to redo it"
+    quiet_tensorflow()
+    setup_logging()
+    folder = RunFolder(Path(run_dir or run_directory()))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    worker = current_worker()
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    finished = claim(folder, config, cfg.runtime.on_config_change, worker)
+    if finished is not None:
+        log.info(
+            "%s already finished (%s) with this config; nothing to do (runtime.on_config_change=move_aside "
+            "with another config, or another folder, starts afresh)",
+            folder.path,
+            finished["status"],
         )
-        return _nan_to_inf(previous["evaluation"]["validation"]["loss"])
+        return _nan_to_inf(((finished.get("evaluation") or {}).get("validation") or {}).get("loss"))
+    if worker.is_chief:
+        folder.begin_attempt(slurm_info())
     started = time.time()
+    with observe_signals(folder.note_signal if worker.is_chief else None) as signals:
+        try:
+            if worker.is_chief:
+                folder.write_hydra(_hydra_files(cfg))
+            check_run(cfg)
+            if worker.is_chief and folder.ledger() is None:
+                folder.write_ledger(config)
+            training = build(cfg, folder, worker)
+            fit_time = fit(training)
+            return finish(training, fit_time, started)
+        except BaseException as err:
+            return _record_end(folder, err, signals, started, worker)
+
+
+def claim(folder: RunFolder, config: dict, on_change: OnConfigChange, worker: Worker) -> dict | None:
+    """Check the folder's ledger against `config`: the final results if this config already finished
+    here, None to (re)start; ConfigChanged if it holds another run (moved aside with move_aside)."""
     try:
-        check_run(cfg)
-        return _train(cfg, run_dir, started)
-    except BaseException as err:
-        if not current_worker().is_chief:  # the chief records the failure; a worker's is in its log
-            raise
-        atomic_write_json(
-            run_dir / "error.json",
-            {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
-        )
-        atomic_write_json(
-            run_dir / "final_results.json",
-            {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {err}",
-                "epochs_completed": _epochs_in_history(run_dir / "history.csv"),
-                "training_time_s": round(time.time() - started, 3),
-                "evaluation": None,
-            },
-        )
-        if isinstance(err, Exception) and _sweep_report_collects_failures():
-            traceback.print_exc()
-            print(
-                f"bionn: job failed, the sweep goes on; the sweep report names it ({run_dir})",
-                file=sys.stderr,
+        ledger = folder.check_ledger(config)
+        if ledger is None and _has_training(folder):
+            raise ConfigChanged(
+                f"{folder.path} holds training results but no ledger ({folder / LEDGER}: written by "
+                "an older bionn?), so its config is unknown. Run into another folder, or add "
+                "runtime.on_config_change=move_aside to move its contents into previous/<n>/ and start "
+                "afresh."
             )
-            return float("inf")
-        raise
+    except ConfigChanged:
+        if on_change != OnConfigChange.move_aside:
+            raise
+        if worker.is_chief:
+            target = folder.move_aside()
+            log.warning("moved the previous contents of %s into %s; starting afresh", folder.path, target)
+        return None
+    final = folder.final()
+    if ledger is not None and final is not None and Status(final["status"]) in FINISHED:
+        return final
+    return None
+
+
+def _has_training(folder: RunFolder) -> bool:
+    final = folder.final()
+    finished = final is not None and Status(final["status"]) in FINISHED
+    return finished or (folder / HISTORY).exists() or (folder / BACKUP).exists()
+
+
+def _record_end(folder: RunFolder, err: BaseException, signals: list[str], started: float, worker) -> float:
+    """Record how the attempt ended; re-raise, or return infinity for a failed job of a reported sweep."""
+    interrupted = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and bool(signals))
+    if not worker.is_chief:  # the chief records; a worker's end is in its own log
+        raise err
+    if interrupted:
+        name = signals[-1] if signals else "SIGINT"
+        folder.end_attempt(Outcome.INTERRUPTED, reason=f"interrupted by {name}")
+        log.warning(
+            "interrupted by %s after %d committed epoch(s); the same command resumes it in %s",
+            name,
+            folder.committed_epoch_or_history(),
+            folder.path,
+        )
+        raise err
+    error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
+    folder.end_attempt(Outcome.FAILED, error=error)
+    folder.write_json(ERROR, error)
+    folder.write_json(
+        FINAL,
+        {
+            "status": Status.FAILED.value,
+            "error": f"{type(err).__name__}: {err}",
+            "epochs_completed": len(folder.history_rows()),
+            "training_time_s": round(time.time() - started, 3),
+            "evaluation": None,
+        },
+    )
+    log.error("failed: %s: %s (see %s)", type(err).__name__, err, folder / ERROR)
+    if isinstance(err, Exception) and _sweep_report_collects_failures():
+        log.error("the sweep goes on; the sweep report names this job (%s)", folder.path)
+        return float("inf")
+    raise err
+
+
+@contextlib.contextmanager
+def observe_signals(note: Callable[[str], None] | None) -> Iterator[list[str]]:
+    """Record SIGINT, SIGTERM and SIGUSR2 (note(name) at once: a kill may follow), then do what the
+    handler before did (submitit's requeue, Python's KeyboardInterrupt); a signal whose default action
+    ends the process ends it with SystemExit(128 + signal), so the interruption is recorded first."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+    def handler(signum: int, frame: Any) -> Any:
+        name = signal.Signals(signum).name
+        received.append(name)
+        if note is not None:
+            note(name)
+        previous = before[signal.Signals(signum)]
+        if callable(previous):
+            return previous(signum, frame)
+        if previous != signal.SIG_IGN:
+            raise SystemExit(128 + signum)
+        return None
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, previous in before.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
 
 
 def _sweep_report_collects_failures() -> bool:
@@ -102,7 +219,56 @@ def _sweep_report_collects_failures() -> bool:
     )
 
 
-def _train(cfg: Any, run_dir: Path, started: float) -> float:
+def _hydra_files(cfg: Any) -> dict[str, str]:
+    """What Hydra itself would write into .hydra/ (conf/train.yaml turns that off: the ledger is checked
+    first, so a refused run leaves the folder's .hydra/ as it was)."""
+    files = {"config.yaml": OmegaConf.to_yaml(cfg)}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.instance().cfg
+        HydraConfig.get()
+    except ValueError:
+        return files
+    files["hydra.yaml"] = OmegaConf.to_yaml(hydra_cfg)
+    files["overrides.yaml"] = OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)
+    return files
+
+
+# ---- build -> fit -> finish --------------------------------------------------------------
+
+
+@dataclass
+class Training:
+    """What build() assembles: the data, the model, its callbacks and where it resumes."""
+
+    cfg: Any
+    folder: RunFolder
+    worker: Worker
+    strategy: Any
+    model: Any
+    r2: Any
+    train_data: Any
+    splits: dict[str, Any]
+    callbacks: list[Any]
+    history: Any
+    early: Any
+    backup: Any
+    initial_epoch: int
+
+    def evaluate(self, model: Any = None) -> dict:
+        """Loss and metrics of every split (train, validation, test); NaN becomes None."""
+        model = model or self.model
+        results = {}
+        for split, key in SPLIT_KEYS.items():
+            logs = model.evaluate(self.splits[split], verbose=0, return_dict=True)
+            metrics = {k: _finite(v) for k, v in logs.items()}
+            metrics["r2_per_output"] = [_finite(v) for v in self.r2.per_output()]
+            results[key] = metrics
+        return results
+
+
+def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
     import keras
     import tensorflow as tf
 
@@ -110,13 +276,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     from bionn.data.pipeline import EpochClock
     from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
     from bionn.distribute import make_strategy
-    from bionn.nn.callbacks import (
-        EpochClockCallback,
-        HistoryCSV,
-        PeriodicResults,
-        RunBackup,
-        save_model,
-    )
+    from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, ProgressLog, RunBackup
     from bionn.nn.model import build_model, compile_model
 
     print_config_tree(cfg)
@@ -137,71 +297,95 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     with strategy.scope():
         model = build_model(cfg.model, ds.feature_shape, ds.n_labels, label_scaling)
         r2 = compile_model(model, cfg.training.compile, label_scaling)
-
-    def evaluate(m: keras.Model) -> dict:
-        results = {}
-        for split, key in SPLIT_KEYS.items():
-            metrics = {
-                k: _finite(v) for k, v in m.evaluate(splits[split], verbose=0, return_dict=True).items()
-            }
-            metrics["r2_per_output"] = [_finite(v) for v in r2.per_output()]
-            results[key] = metrics
-        return results
-
     if chief:
-        atomic_write_json(run_dir / "info.json", _info(cfg, ds, stats, model, strategy, worker))
-    history = HistoryCSV(run_dir / "history.csv")
+        folder.write_json(INFO, _info(cfg, ds, stats, model, strategy, worker))
+
     early = None
     if cfg.training.early_stopping_patience:
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
         )
-    backup = RunBackup(run_dir / "backup", early, write=chief)
+    backup = RunBackup(folder, early, write=chief)
     with strategy.scope():
         initial_epoch = backup.restore(model)
     # The training iterator may start before the first epoch begins: point the clock at the resumed epoch.
     clock.epoch = initial_epoch
+    if chief:
+        folder.update_attempt(start_epoch=initial_epoch)
     if initial_epoch:
-        print(f"bionn: resuming {run_dir} at epoch {initial_epoch + 1}")
-    callbacks = [
+        log.info("resuming %s at epoch %d", folder.path, initial_epoch + 1)
+    history = HistoryCSV(folder)
+    training = Training(
+        cfg,
+        folder,
+        worker,
+        strategy,
+        model,
+        r2,
+        train_data,
+        splits,
+        [],
+        history,
+        early,
+        backup,
+        initial_epoch,
+    )
+    verbosity = _verbosity(cfg.training.verbose)
+    training.callbacks = [
         EpochClockCallback(clock),
         *([history] if chief else []),
-        PeriodicResults(cfg.training.save_interval, run_dir, evaluate, write=chief),
+        PeriodicResults(cfg.training.save_interval, folder, training.evaluate, write=chief),
         keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if chief else []),
+        *([keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD))] if chief else []),
         *([early] if early else []),
+        *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         backup,  # last: commits once the epoch's other files are written
     ]
-    fit_started = time.time()
-    model.fit(
-        train_data,
-        validation_data=splits["val"],
-        initial_epoch=initial_epoch,
-        epochs=initial_epoch if backup.stopped else cfg.training.epochs,
-        callbacks=callbacks,
-        verbose=cfg.training.verbose,
+    return training
+
+
+def fit(training: Training) -> float:
+    """Train from the resume point to the last epoch (or early stop); returns the seconds it took."""
+    cfg = training.cfg
+    started = time.time()
+    training.model.fit(
+        training.train_data,
+        validation_data=training.splits["val"],
+        initial_epoch=training.initial_epoch,
+        epochs=training.initial_epoch if training.backup.stopped else cfg.training.epochs,
+        callbacks=training.callbacks,
+        verbose=1 if _verbosity(cfg.training.verbose) == Verbosity.bar else 0,
         shuffle=False,  # the pipeline orders each epoch itself
     )
-    fit_time = time.time() - fit_started
-    print(f"bionn: worker {worker.index}/{worker.count} weights sha256 {_weights_digest(model)}")
-    if not chief:
-        evaluate(model)  # a collective: the chief's evaluation needs every worker
+    worker = training.worker
+    log.info("worker %d/%d weights sha256 %s", worker.index, worker.count, _weights_digest(training.model))
+    return time.time() - started
+
+
+def finish(training: Training, fit_time: float, started: float) -> float:
+    """Evaluate, save the model, plots and final_results.json; returns the validation loss."""
+    from bionn.nn.callbacks import save_model
+
+    folder = training.folder
+    if not training.worker.is_chief:
+        training.evaluate()  # a collective: the chief's evaluation needs every worker
         return math.nan
-    losses = history.history().get("loss", [])
+    history = training.history.history()
+    losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
-        status = "nan"
-    elif early is not None and early.stopped_epoch > 0:
-        status = "early_stopped"
+        status = Status.NAN
+    elif training.early is not None and training.early.stopped_epoch > 0:
+        status = Status.EARLY_STOPPED
     else:
-        status = "completed"
-    evaluation = evaluate(model)
-    save_model(model, run_dir / "model.keras")
-    _plot_history(history.history(), run_dir / "plots")
-    val_losses = [v for v in history.history().get("val_loss", []) if math.isfinite(v)]
-    atomic_write_json(
-        run_dir / "final_results.json",
+        status = Status.COMPLETED
+    evaluation = training.evaluate()
+    save_model(training.model, folder / MODEL)
+    _plot_history(history, folder / PLOTS)
+    val_losses = [v for v in history.get("val_loss", []) if math.isfinite(v)]
+    folder.write_json(
+        FINAL,
         {
-            "status": status,
+            "status": status.value,
             "epochs_completed": len(losses),
             "training_time_s": round(fit_time, 3),
             "wall_time_s": round(time.time() - started, 3),
@@ -209,16 +393,31 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
             "evaluation": evaluation,
         },
     )
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # final_results.json now marks the run finished
-    print(f"bionn: {status} after {len(losses)} epoch(s); results in {run_dir}")
+    remove_backup(folder)  # final_results.json now marks the run finished
+    folder.end_attempt(Outcome.COMPLETED)
+    test = evaluation["test"]
+    log.info(
+        "%s after %d epoch(s): test r2_mean %s, pooled R-squared %s; run folder %s",
+        status.value,
+        len(losses),
+        _fmt(test.get("r2_mean")),
+        _fmt(test.get("r_squared")),
+        folder.path,
+    )
     return _nan_to_inf(evaluation["validation"]["loss"])
+
+
+def _verbosity(value: Any) -> Verbosity:
+    verbosity = value if isinstance(value, Verbosity) else Verbosity[str(value)]
+    if verbosity == Verbosity.auto:
+        return Verbosity.bar if sys.stdout.isatty() else Verbosity.epoch
+    return verbosity
 
 
 def _dataset(strategy, worker, ds, split, stats, clock):
     """One split's pipeline; with several workers, each worker's replicas get their slices of every batch."""
     import tensorflow as tf
 
-    from bionn.config.schema import ConfigError
     from bionn.data.pipeline import ReplicaShard, make_dataset
 
     if worker.count == 1:
@@ -239,7 +438,7 @@ def _dataset(strategy, worker, ds, split, stats, clock):
 
 
 def _weights_digest(model) -> str:
-    """SHA-256 of every weight's bytes: equal on all workers of one training, printed to each log."""
+    """SHA-256 of every weight's bytes: equal on all workers of one training, logged by each."""
     digest = hashlib.sha256()
     for weight in model.get_weights():
         digest.update(weight.tobytes())
@@ -254,7 +453,7 @@ def _info(cfg, ds, stats, model, strategy, worker) -> dict:
     import tensorflow as tf
 
     return {
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "data": {
             "feature_shape": list(ds.feature_shape),
             "n_labels": ds.n_labels,
@@ -310,21 +509,9 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _nan_to_inf(value: float | None) -> float:
     return float("inf") if value is None else float(value)
-
-
-def _read_json(path: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _epochs_in_history(path: Path) -> int:
-    try:
-        return max(0, len(path.read_text().strip().splitlines()) - 1)
-    except OSError:
-        return 0

@@ -35,7 +35,8 @@ _MEMBER = re.compile(r"^    (\w+)\s*=")
 
 
 def comments_above(cls: type, pattern: re.Pattern = _FIELD) -> dict[str, str]:
-    """Name -> the comment block above it in the class body (shared down a block without blank lines)."""
+    """Name -> its comment in the class body: the block above it, else the one beside it, else the
+    block of the name above (shared down a block without blank lines)."""
     found: dict[str, str] = {}
     block: list[str] = []
     last = ""
@@ -46,7 +47,8 @@ def comments_above(cls: type, pattern: re.Pattern = _FIELD) -> dict[str, str]:
         elif not stripped:
             block, last = [], ""
         elif match := pattern.match(line):
-            last = " ".join(block) if block else last
+            beside = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+            last = " ".join(block) if block else beside or last
             found[match.group(1)] = last
             block = []
     return found
@@ -65,8 +67,8 @@ def yaml_text(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, enum.Enum):
-        return str(value.value)
+    if isinstance(value, enum.Enum):  # written by name in YAML and on the command line
+        return value.name
     if isinstance(value, list):
         return "[" + ", ".join(yaml_text(v) for v in value) + "]"
     return str(value)
@@ -81,7 +83,7 @@ def default_of(f: dataclasses.Field) -> Any:
 def allowed_values(annotation: Any) -> str:
     if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
         notes = comments_above(annotation, _MEMBER)
-        return "<br>".join(f"`{m.value}`: {notes.get(m.name, '')}".rstrip(": ") for m in annotation)
+        return "<br>".join(f"`{m.name}`: {cell(notes.get(m.name, ''))}".rstrip(": ") for m in annotation)
     if annotation is bool:
         return "`true`, `false`"
     return ""

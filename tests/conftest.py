@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from omegaconf import OmegaConf
 from bionn.config.compose import compose_run
 from bionn.config.schema import DatasetConfig
 from bionn.data.dataset import KineticsDataset
+from bionn.run_folder import RunFolder, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,19 @@ def compose():
     return composed
 
 
-def committed_epoch(run_dir: Path) -> int:
-    """The epoch a run folder would resume at (its backup's last commit); 0 before the first or when done."""
+def training_in_attempt(run_dir: Path, attempt: int) -> bool:
+    """True once attempt number `attempt` trains: it is running and committed an epoch of its own, so fit
+    is under way (the commit is an epoch's last step; the next epoch has begun unless it was the last)."""
+    folder = RunFolder(run_dir)
     try:
-        return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
-    except FileNotFoundError:
-        return 0
+        attempts = folder.attempts()
+        committed = folder.committed_epoch()
+    except (RunFolderError, OSError):  # a file being replaced: ask again
+        return False
+    if len(attempts) != attempt or attempts[-1]["outcome"] is not None:
+        return False
+    start = attempts[-1]["start_epoch"]
+    return start is not None and committed > start
 
 
 def dataset_config(**overrides):

@@ -1,14 +1,18 @@
-"""RunBackup: atomic resume points, early-stopping state across a restart, torn saves ignored."""
+"""RunBackup: atomic resume points, early-stopping state across a restart, torn saves ignored; ProgressLog."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import keras
 import numpy as np
 import pytest
 
+from bionn.nn import callbacks
 from bionn.nn.callbacks import RunBackup
+from bionn.run_folder import BACKUP, RunFolder
 
 EPOCHS = 6
 
@@ -66,18 +70,18 @@ def fit(m, backup, *extra, epochs=EPOCHS):
 def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
     straight = model()
     stop = early()
-    _, epochs = fit(straight, RunBackup(tmp_path / "straight", stop))
+    _, epochs = fit(straight, RunBackup(RunFolder(tmp_path / "straight"), stop))
     assert epochs == [0, 1, 2] and stop.stopped_epoch == 2 and stop.best_epoch == 0
 
     interrupted = model()
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, RunBackup(tmp_path / "resumed", early()), Interrupt(at=2))
-    state = json.loads((tmp_path / "resumed" / "state.json").read_text())
+        fit(interrupted, RunBackup(RunFolder(tmp_path / "resumed"), early()), Interrupt(at=2))
+    state = json.loads((tmp_path / "resumed" / BACKUP / "state.json").read_text())
     assert state["epoch"] == 2 and state["early_stopping"]["wait"] == 1
 
     resumed = model()  # a new process: fresh weights, fresh callbacks
     stop = early()
-    start, epochs = fit(resumed, RunBackup(tmp_path / "resumed", stop))
+    start, epochs = fit(resumed, RunBackup(RunFolder(tmp_path / "resumed"), stop))
     # Without the restored patience count, epoch 2 would count as an improvement and training go on.
     assert (start, epochs) == (2, [2]) and stop.stopped_epoch == 2 and stop.best_epoch == 0
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
@@ -85,7 +89,7 @@ def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
 
     # Killed after fit but before the run's results: the next start trains nothing and ends the same.
     again = model()
-    start, epochs = fit(again, RunBackup(tmp_path / "resumed", early()))
+    start, epochs = fit(again, RunBackup(RunFolder(tmp_path / "resumed"), early()))
     assert (start, epochs) == (3, [])
     for a, b in zip(straight.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -93,8 +97,9 @@ def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
 
 def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
     m = model()
-    backup_dir = tmp_path / "backup"
-    fit(m, RunBackup(backup_dir), epochs=2)
+    folder = RunFolder(tmp_path)
+    backup_dir = folder / BACKUP
+    fit(m, RunBackup(folder), epochs=2)
     saved = [w.copy() for w in m.get_weights()]
     optimizer_step = int(m.optimizer.iterations.numpy())
     # A kill during epoch 3's save: a torn temporary file, and a renamed weights file not yet committed.
@@ -102,11 +107,11 @@ def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
     (backup_dir / "epoch_3.weights.h5").write_bytes(b"not committed")
 
     reader = model()
-    assert RunBackup(backup_dir, write=False).restore(reader) == 2
+    assert RunBackup(folder, write=False).restore(reader) == 2
     assert (backup_dir / "epoch_3.weights.h5").exists()  # a non-chief worker never deletes
 
     chief = model()
-    assert RunBackup(backup_dir).restore(chief) == 2
+    assert RunBackup(folder).restore(chief) == 2
     for loaded in (reader, chief):
         for a, b in zip(saved, loaded.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -115,4 +120,34 @@ def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
 
 
 def test_no_backup_starts_at_epoch_zero(tmp_path):
-    assert RunBackup(tmp_path / "none").restore(model()) == 0
+    assert RunBackup(RunFolder(tmp_path / "none")).restore(model()) == 0
+
+
+def test_progress_log_writes_a_line_per_epoch_and_within_a_long_epoch(monkeypatch, caplog):
+    monkeypatch.setattr(callbacks, "PROGRESS_EVERY_S", 0.0)  # every batch counts as a long wait
+    x, y = data()
+    with caplog.at_level(logging.INFO, logger="bionn.train"):
+        model().fit(
+            x[:24],
+            y[:24],
+            validation_data=(x[:8], y[:8]),
+            batch_size=8,
+            epochs=2,
+            callbacks=[callbacks.ProgressLog(within_epoch=True)],
+            verbose=0,
+        )
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(",")[0] for line in lines if "batch" in line] == [
+        f"epoch {e}/2: batch {b}/3" for e in (1, 2) for b in (1, 2, 3)
+    ]
+    epoch_lines = [line for line in lines if "batch" not in line]
+    assert len(epoch_lines) == 2 and all(
+        re.match(r"epoch \d/2: loss [\d.e+-]+, val_loss ", s) for s in epoch_lines
+    )
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bionn.train"):
+        model().fit(
+            x, y, batch_size=8, epochs=1, callbacks=[callbacks.ProgressLog(within_epoch=False)], verbose=0
+        )
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["epoch 1/1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -78,11 +79,15 @@ def test_quick_debug_shrinks_any_run():
         ("training.epochz=3", "epochz"),
         ("dataset.shape.batch_size=1.5", "batch_size"),
         ("model=Z", "model"),
+        ("training.verbose=7", r"Invalid value '7'.*silent, bar, epoch, auto"),
+        ("runtime.on_config_change=delete", r"Invalid value 'delete'.*refuse, move_aside"),
     ],
 )
 def test_hydra_rejects_types_and_unknown_keys(override, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(Exception) as err:
         composed(override)
+    chain = [str(err.value), str(err.value.__cause__ or "")]
+    assert re.search(message, " ".join(chain).replace("\n", " ")), chain
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,6 @@ def test_hydra_rejects_types_and_unknown_keys(override, message):
         ("training.compile.clipvalue=0", r"training\.compile\.clipvalue = 0\.0 .*or null"),
         ("dataset.parameters.k1_min=9", r"conf/dataset/dtest\.yaml: dataset\.parameters\.k1_min = 9\.0"),
         ("runtime.cpu_replicas=0", r"runtime\.cpu_replicas = 0"),
-        ("training.verbose=7", r"training\.verbose = 7 .*allowed: 0, 1, 2"),
     ],
 )
 def test_semantic_checks_name_key_value_and_allowed(override, message):

@@ -15,7 +15,7 @@ from conftest import composed as compose_conf
 from omegaconf import OmegaConf
 
 from bionn.config.importer import escape_interpolations, main, plan_import, yaml_value
-from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, check_run
+from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, Verbosity, check_run
 
 EXAMPLES = ROOT / "examples"
 CONFIGS = EXAMPLES / "configurations.toml"
@@ -231,7 +231,7 @@ def test_known_training_keys_are_carried(tmp_path):
     assert run_import(*paths, "--out", tmp_path) == 0
     t = composed(tmp_path, "experiment=T").training
     assert (t.compile.optimizer, t.compile.learning_rate, t.compile.clipvalue) == ("sgd", 0.25, 0.5)
-    assert (t.epochs, t.early_stopping_patience, t.verbose) == (3, 0, 0)
+    assert (t.epochs, t.early_stopping_patience, t.verbose) == (3, 0, Verbosity.silent)
 
 
 def test_empty_file_imports_nothing(tmp_path, capsys):

@@ -9,6 +9,7 @@ root sets it after starting the cluster): then a missing cluster is a failure.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -16,15 +17,18 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, committed_epoch
+from conftest import ROOT, training_in_attempt
+
+from bionn.run_folder import RunFolder, RunFolderError, Status
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["debug=quick", "training.verbose=2"]
+QUICK = ["debug=quick", "training.verbose=epoch"]
 
 
 def _cluster_problem() -> str | None:
@@ -95,84 +99,91 @@ def job_logs(sweep_dir: Path, task: int = 0) -> list[Path]:
     return sorted((sweep_dir / ".submitit").rglob(f"*_{task}_log.out"))
 
 
-def sweep_interrupted(cmd: list[str], run: Path, *interruptions: list[str]) -> subprocess.CompletedProcess:
-    """Run a one-job sweep; once its epoch i (1, 2, ...) is committed to backup/, run interruptions[i-1]
-    (a command to which the job id is appended) while the job trains epoch i + 1."""
-    launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 900
-    for finished, interrupt in enumerate(interruptions, start=1):
-        while time.time() < deadline and launcher.poll() is None:
-            if committed_epoch(run) == finished:
-                break
+@dataclass
+class Interrupted:
+    """A one-job sweep that was interrupted: its output, and every (attempts, status) seen meanwhile."""
+
+    returncode: int
+    output: str
+    seen: list[tuple[int, str]]
+
+
+def observe(run: Path) -> tuple[int, str] | None:
+    folder = RunFolder(run)
+    try:
+        return len(folder.attempts()), folder.status()
+    except (RunFolderError, OSError):  # not started yet
+        return None
+
+
+def sweep_interrupted(cmd: list[str], run: Path, log: Path, *interruptions: list[str]) -> Interrupted:
+    """Run a one-job sweep; interruption k (a command to which the job id is appended) is sent once attempt k
+    trains (it committed an epoch of its own: fit is under way), wherever in the next epoch that lands.
+    Epochs must be long enough by data size that the job cannot finish within Slurm's KillWait."""
+    seen: list[tuple[int, str]] = []
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 1200
+
+    def watch(until) -> None:
+        while time.time() < deadline and launcher.poll() is None and not until():
+            if (state := observe(run)) and (not seen or seen[-1] != state):
+                seen.append(state)
             time.sleep(0.2)
-        assert launcher.poll() is None, f"the sweep ended before its interruption after epoch {finished}"
+
+    for attempt, interrupt in enumerate(interruptions, start=1):
+        watch(lambda attempt=attempt: training_in_attempt(run, attempt))
+        assert launcher.poll() is None, f"the sweep ended before attempt {attempt} could be interrupted"
         job = read(run / "info.json")["slurm"]["job_id"]
         subprocess.run([*interrupt, job], check=True, capture_output=True)
-    output, _ = launcher.communicate(timeout=900)
-    return subprocess.CompletedProcess(cmd, launcher.returncode, output, "")
+    watch(lambda: False)
+    launcher.wait(timeout=60)
+    return Interrupted(launcher.returncode, log.read_text(), seen)
 
 
-REQUEUE = ["scontrol", "requeue"]  # no signal: the job just starts again
+REQUEUE = [
+    "scontrol",
+    "requeue",
+]  # SIGTERM (submitit ignores it), SIGKILL KillWait seconds later, start again
 PREEMPT = ["scancel", "--signal=USR2"]  # what a timeout or preemption sends: submitit requeues the job
+# Epochs of several seconds by data size (not by timing): an interruption lands while epochs remain.
+LONG = ["debug=quick", "dataset.shape.n_samples=8000", "training.epochs=6", "training.save_interval=0"]
 
 
-def assert_restarts_continue(log: str, epochs: int, restarts: int) -> None:
-    """Every restart resumes after the last finished epoch (never at epoch 1) and trains from there.
-
-    Slurm gives a requeued job KillWait seconds after SIGTERM (which submitit ignores), so the
-    interrupted epoch may still finish: the restart then announces the epoch after it.
-    """
-    starts = [int(k) for k in re.findall(r"bionn: resuming \S+ at epoch (\d+)", log)]
-    assert len(starts) == restarts and starts == sorted(starts) and starts[0] >= 2, log[-2000:]
-    for part, start in zip(log.split("bionn: resuming")[1:], starts, strict=True):
-        headers = [int(e) for e in re.findall(rf"Epoch (\d+)/{epochs}", part)]
-        assert headers[:1] == ([start] if start <= epochs else [])
-
-
-def test_slurm_sweep_is_one_job_array_with_a_finished_run_folder_per_configuration(slurm, cache, tmp_path):
-    out = tmp_path / "sweep"
-    done = sweep(*slurm, "model=P,E", *QUICK, sweep=out, cache=cache)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    arrays = set()
-    for job, model in enumerate(["P", "E"]):
-        final = read(out / str(job) / "final_results.json")
-        assert final["status"] == "completed" and final["epochs_completed"] == 1
-        assert final["evaluation"]["validation"]["loss"] > 0
-        info = read(out / str(job) / "info.json")
-        assert info["config"]["model"]["name"] == model and info["workers"] == 1
-        slurm_job = info["slurm"]
-        assert slurm_job["array_task_id"] == job and slurm_job["restart_count"] == 0
-        assert slurm_job["ntasks"] == 1 and slurm_job["procid"] == 0
-        assert slurm_job["job_id"] and slurm_job["nodelist"]
-        arrays.add(slurm_job["array_job_id"])
-    assert len(arrays) == 1 and None not in arrays  # both jobs of one array
-    assert len(job_logs(out)) == 2
+def assert_resumed_attempts(run: Path, interruptions: int, epochs: int) -> list[dict]:
+    """Each restart resumed from a committed epoch (never from scratch); the history has each epoch once."""
+    attempts = RunFolder(run).attempts()
+    assert [a["outcome"] for a in attempts] == ["interrupted"] * interruptions + ["completed"], attempts
+    starts = [a["start_epoch"] for a in attempts]
+    assert starts[0] == 0 and all(1 <= s for s in starts[1:]) and starts == sorted(starts), attempts
+    assert epochs_in(run / "history.csv") == list(range(epochs))
+    final = read(run / "final_results.json")
+    assert final["status"] == "completed" and final["epochs_completed"] == epochs
+    assert read(run / "info.json")["slurm"]["restart_count"] == interruptions
+    return attempts
 
 
-def test_requeued_and_preempted_job_resumes_in_its_run_folder_at_the_next_epoch(slurm, cache, tmp_path):
+def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_failed(slurm, cache, tmp_path):
     out = tmp_path / "sweep"
     run = out / "0"
-    # twice the quick data: an epoch outlasts the few seconds a requeued job may run on
-    args = [
-        "model=E",
-        *QUICK,
-        "dataset.shape.n_samples=1280",
-        "training.epochs=3",
-        "training.save_interval=0",
-    ]
-    cmd = sweep_command(*slurm, *args, "training.early_stopping_patience=0", sweep=out, cache=cache)
-    done = sweep_interrupted(cmd, run, REQUEUE, PREEMPT)
-    assert done.returncode == 0, done.stdout[-3000:]
+    args = ["model=P", *LONG, "training.early_stopping_patience=0"]
+    cmd = sweep_command(*slurm, *args, sweep=out, cache=cache)
+    done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", REQUEUE, PREEMPT)
+    assert done.returncode == 0, done.output[-3000:]
 
-    final = read(run / "final_results.json")
-    assert final["status"] == "completed" and final["epochs_completed"] == 3
-    assert {"training_time_s", "wall_time_s", "best_val_loss", "evaluation"} <= set(final)
-    assert epochs_in(run / "history.csv") == [0, 1, 2]
-    assert read(run / "info.json")["slurm"]["restart_count"] == 2
+    first, second, _ = assert_resumed_attempts(run, interruptions=2, epochs=6)
+    # requeue: SIGTERM, ignored by submitit, then SIGKILL; preemption: SIGUSR2, submitit requeues and exits
+    assert first["reason"] in ("interrupted by SIGTERM", "ended without a record (killed)"), first
+    assert second["reason"] == "interrupted by SIGUSR2" and "SIGUSR2" in second["signals"], second
+    # While it waited to run again, and after, the folder never said failed.
+    statuses = [status for _, status in done.seen]
+    assert Status.FAILED not in statuses and (2, Status.INTERRUPTED) in done.seen, done.seen
+    assert not (run / "error.json").exists()
+    [row] = csv.DictReader(io.StringIO((out / "summary.csv").read_text()))
+    assert (row["status"], row["restarts"], row["error"]) == ("completed", "2", "")
     # One run folder (the requeued job reused it) beside the sweep's own files.
     expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
-    assert_restarts_continue(job_logs(out)[0].read_text(), epochs=3, restarts=2)
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 
 
@@ -181,28 +192,21 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
 ):
     out = tmp_path / "sweep"
     run = out / "0"
-    args = [
-        "model=P",
-        *QUICK,
-        "dataset.shape.n_samples=1280",
-        "training.epochs=3",  # 3: the interrupted epoch 2 may still finish in the kill grace time
-        "training.save_interval=0",
-    ]
+    args = ["model=P", *LONG]
     tasks = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"]
-    done = sweep_interrupted(sweep_command(*slurm, *tasks, *args, sweep=out, cache=cache), run, REQUEUE)
-    assert done.returncode == 0, done.stdout[-3000:]
-    final = read(run / "final_results.json")
-    assert final["status"] == "completed" and final["epochs_completed"] == 3
+    cmd = sweep_command(*slurm, *tasks, *args, sweep=out, cache=cache)
+    done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", REQUEUE)
+    assert done.returncode == 0, done.output[-3000:]
+    assert_resumed_attempts(run, interruptions=1, epochs=6)  # one writer: each epoch once
     info = read(run / "info.json")
-    assert info["workers"] == 2 and info["replicas"] == 2
-    assert info["slurm"]["ntasks"] == 2 and info["slurm"]["restart_count"] == 1
-    assert epochs_in(run / "history.csv") == [0, 1, 2]  # one writer
-    digests = []
+    assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
+    last_digests = []
     for task in (0, 1):
         [log] = job_logs(out, task)
-        assert_restarts_continue(log.read_text(), epochs=3, restarts=1)  # both workers restored the backup
-        digests += re.findall(rf"bionn: worker {task}/2 weights sha256 ([0-9a-f]{{64}})", log.read_text())
-    assert len(digests) == 2 and digests[0] == digests[1]
+        digests = re.findall(rf"worker {task}/2 weights sha256 ([0-9a-f]{{64}})", log.read_text())
+        assert digests, log.read_text()[-2000:]
+        last_digests.append(digests[-1])  # the attempt that finished (an earlier one may have logged too)
+    assert last_digests[0] == last_digests[1]
 
     # Requeued or not, the two workers' batch slices make the same steps as one process with 2 replicas.
     single = tmp_path / "single"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, committed_epoch
+from conftest import ROOT, training_in_attempt
+
+from bionn.run_folder import RunFolder, Status
 
 pytestmark = pytest.mark.slow
 
@@ -86,46 +89,111 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
     assert test["r2_mean"] == pytest.approx(np.mean(test["r2_per_output"]), abs=1e-6)
 
 
-def test_killed_run_resumes_at_the_next_epoch_and_ends_bit_equal(tmp_path):
+def start(*overrides: str, cache: Path, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "train.py", *overrides, f"runtime.stats_cache_dir={cache}"]
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def interrupt_in_attempt(proc: subprocess.Popen, run: Path, attempt: int, sig: signal.Signals) -> None:
+    """Send `sig` once attempt number `attempt` trains (it committed an epoch of its own), wherever in the
+    next epoch that lands; the run must not have ended before."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not training_in_attempt(run, attempt):
+        time.sleep(0.01)
+    assert proc.poll() is None, f"attempt {attempt} ended before it could be interrupted"
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=600)
+
+
+def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_equal(tmp_path):
     args = [
         "model=E",
         "debug=quick",
+        "dataset.shape.n_samples=2560",  # epochs of a few seconds: an interruption lands inside training
         "training.epochs=4",
         "training.save_interval=0",
         "training.early_stopping_patience=0",
-        "training.verbose=2",
     ]
     cache = tmp_path / "cache"
     straight = tmp_path / "straight"
     train(*args, f"hydra.run.dir={straight}", cache=cache)
 
-    resumed = tmp_path / "resumed"
-    cmd = [sys.executable, "train.py", f"runtime.stats_cache_dir={cache}", *args, f"hydra.run.dir={resumed}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history = resumed / "history.csv"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if committed_epoch(resumed) == 2:  # right after epoch 2's commit, the moment a torn backup once lost
-            os.kill(proc.pid, signal.SIGKILL)  # epoch 2's history row
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed in epoch 3"
-    assert not (resumed / "final_results.json").exists()
+    run = tmp_path / "resumed"
+    folder = RunFolder(run)
+    first = start(*args, f"hydra.run.dir={run}", cache=cache, log=tmp_path / "1.log")
+    interrupt_in_attempt(first, run, 1, signal.SIGTERM)
+    assert first.returncode == 128 + signal.SIGTERM  # recorded, then ended as SIGTERM would
+    assert folder.status() == Status.INTERRUPTED
+    assert not (run / "error.json").exists() and not (run / "final_results.json").exists()
+    [interrupted] = folder.attempts()
+    assert interrupted["outcome"] == "interrupted" and interrupted["reason"] == "interrupted by SIGTERM"
+    assert interrupted["end_epoch"] == folder.committed_epoch() >= 1
+    assert "interrupted by SIGTERM" in (tmp_path / "1.log").read_text()
 
-    again = train(*args, f"hydra.run.dir={resumed}", cache=cache)
-    assert "Epoch 3/4" in again.stdout and "Epoch 1/4" not in again.stdout and "Epoch 2/4" not in again.stdout
-    final = results(resumed)
+    second = start(*args, f"hydra.run.dir={run}", cache=cache, log=tmp_path / "2.log")
+    interrupt_in_attempt(second, run, 2, signal.SIGKILL)  # no chance to record anything
+    assert second.returncode == -signal.SIGKILL
+
+    again = train(*args, f"hydra.run.dir={run}", cache=cache)
+    attempts = folder.attempts()
+    assert [a["outcome"] for a in attempts] == ["interrupted", "interrupted", "completed"]
+    assert attempts[1]["reason"] == "ended without a record (killed)"
+    starts = [a["start_epoch"] for a in attempts]
+    assert starts[0] == 0 and starts[1] == interrupted["end_epoch"] and starts[2] > starts[1]
+    assert attempts[2]["end_epoch"] == 4
+    final = results(run)
     assert final["status"] == "completed" and final["epochs_completed"] == 4
-    with open(history) as handle:
+    with open(run / "history.csv") as handle:
         assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1, 2, 3]
-    for a, b in zip(weights(straight), weights(resumed), strict=True):
+    for a, b in zip(weights(straight), weights(run), strict=True):
         np.testing.assert_array_equal(a, b)
     assert results(straight)["evaluation"] == final["evaluation"]
-    assert not (resumed / "backup").exists()  # a finished run keeps no resume point
+    assert not (run / "backup").exists()  # a finished run keeps no resume point
 
-    finished = train(*args, f"hydra.run.dir={resumed}", cache=cache)  # a finished run is not redone
-    assert "already finished" in finished.stdout
+    # The console: bionn's lines, no TensorFlow C++ chatter, one closing line; Hydra's job log has them too.
+    output = again.stdout + again.stderr
+    assert f"resuming {run} at epoch {starts[2] + 1}" in output
+    assert "{{node" not in output and not re.search(r"^[IWE]\d{4} ", output, re.M), output[-3000:]
+    test = final["evaluation"]["test"]
+    closing = f"completed after 4 epoch(s): test r2_mean {test['r2_mean']:.4f}, pooled R-squared "
+    assert closing + f"{test['r_squared']:.4f}; run folder {run}" in output
+    assert (
+        closing in (run / "train.log").read_text()
+        and "interrupted by SIGTERM" in (run / "train.log").read_text()
+    )
+
+    finished = train(*args, f"hydra.run.dir={run}", cache=cache)  # a finished run is not redone
+    assert "already finished (completed)" in finished.stdout and len(folder.attempts()) == 3
+
+
+def test_a_rerun_with_another_config_is_refused_or_moves_the_old_run_aside(tmp_path):
+    cache = tmp_path / "cache"
+    run = tmp_path / "run"
+    args = ["debug=quick", f"hydra.run.dir={run}"]
+    train("model=E", *args, cache=cache)
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
+
+    # another cache folder too: a key that cannot change the result never refuses
+    refused = train(
+        "model=P", "training.compile.learning_rate=0.01", *args, cache=tmp_path / "c2", check=False
+    )
+    assert refused.returncode != 0
+    message = refused.stderr
+    assert 'model.name: "E" (in the folder) -> "P" (this run)' in message
+    assert "training.compile.learning_rate: 0.001 (in the folder) -> 0.01 (this run)" in message
+    assert "runtime.on_config_change=move_aside" in message and "hydra.run.dir=" in message
+    assert {p: p.read_bytes() for p in kept} == kept  # nothing written: not even .hydra/
+    assert "  runtime.stats_cache_dir:" not in message
+
+    train("model=P", "runtime.on_config_change=move_aside", *args, cache=cache)
+    assert results(run)["status"] == "completed"
+    assert json.loads((run / "ledger.json").read_text())["config"]["model"]["name"] == "P"
+    assert "name: P" in (run / ".hydra" / "config.yaml").read_text()
+    aside = run / "previous" / "1"
+    assert {aside / p.relative_to(run): b for p, b in kept.items()} == {
+        p: p.read_bytes() for p in aside.rglob("*") if p.is_file()
+    }
 
 
 def test_diverging_run_is_recorded_as_nan(tmp_path):

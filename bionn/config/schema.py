@@ -273,6 +273,22 @@ class CompileConfig:
     )
 
 
+class Verbosity(enum.Enum):
+    """What fit shows. Integers as in Keras are accepted: 0 silent, 1 bar, 2 epoch."""
+
+    silent = 0  # only bionn's start and end lines
+    bar = 1  # Keras' progress bar within each epoch, and a log line per epoch
+    epoch = 2  # a log line per epoch, and one every minute within a long epoch (for batch-job logs)
+    auto = "auto"  # bar on a terminal, epoch otherwise
+
+
+class OnConfigChange(enum.Enum):
+    """What a run does in a folder that holds a run of another config (see docs/results.md)."""
+
+    refuse = "refuse"  # stop before any work, naming every key that differs
+    move_aside = "move_aside"  # move the folder's contents into previous/<n>/ and start afresh
+
+
 @dataclass
 class TrainingConfig:
     """How the model is trained (a file of conf/training/)."""
@@ -288,8 +304,8 @@ class TrainingConfig:
     use_stats_of: int = 300000
     # Epochs without val_loss improvement before stopping (best weights restored); 0 disables.
     early_stopping_patience: int = 10
-    # Keras verbosity of fit: 0 silent, 1 progress bar, 2 one line per epoch.
-    verbose: int = 2
+    # What fit shows: auto (a progress bar on a terminal, log lines otherwise), bar, epoch, silent.
+    verbose: Verbosity = Verbosity.auto
     # Train on labels standardised with the training statistics (label_mean, label_std);
     # the loss is then on that scale, every metric on the original scale (docs/accuracy.md).
     scale_labels: bool = True
@@ -307,6 +323,9 @@ class RuntimeConfig:
     deterministic: bool = True
     # Folder of the normalisation-statistics cache; null = $BIONN_CACHE_DIR/stats or ~/.cache/bionn/stats.
     stats_cache_dir: str | None = None
+    # A run into a folder holding another config's run: refuse (naming the keys that differ) or
+    # move_aside (its contents go to previous/<n>/ in the folder, nothing is deleted).
+    on_config_change: OnConfigChange = OnConfigChange.refuse
 
 
 @dataclass
@@ -367,8 +386,6 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
         fail("use_stats_of", t.use_stats_of, "must be >= 1")
     if t.early_stopping_patience < 0:
         fail("early_stopping_patience", t.early_stopping_patience, "must be >= 0 (0 = off)")
-    if t.verbose not in (0, 1, 2):
-        fail("verbose", t.verbose, "allowed: 0, 1, 2")
     if not t.compile.learning_rate > 0:
         fail("compile.learning_rate", t.compile.learning_rate, "must be > 0")
     if t.compile.clipvalue is not None and not t.compile.clipvalue > 0:

@@ -1,11 +1,10 @@
-"""Callbacks that keep a run folder trustworthy: data epoch, history, periodic results, backup."""
+"""Callbacks that keep a run folder trustworthy (data epoch, history, periodic results, backup) and
+tell the user how training goes (ProgressLog)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,12 @@ import keras
 import numpy as np
 
 from bionn.data.pipeline import EpochClock
-from bionn.io import atomic_path, atomic_save_npz, atomic_write_bytes, atomic_write_json
+from bionn.io import atomic_path, atomic_save_npz
+from bionn.run_folder import BACKUP, BACKUP_STATE, CHECKPOINTS, RunFolder, history_columns
+
+log = logging.getLogger("bionn.train")
+# Within a long epoch, ProgressLog writes a line this often (a batch job's log shows it is moving).
+PROGRESS_EVERY_S = 60.0
 
 
 class EpochClockCallback(keras.callbacks.Callback):
@@ -30,29 +34,66 @@ class EpochClockCallback(keras.callbacks.Callback):
 class HistoryCSV(keras.callbacks.Callback):
     """history.csv rewritten atomically after every epoch; a resumed run drops rows it will redo."""
 
-    def __init__(self, path: Path):
+    def __init__(self, folder: RunFolder):
         super().__init__()
-        self.path = Path(path)
+        self.folder = folder
         self.rows: list[dict] = []
 
     def on_train_begin(self, logs=None):
-        if self.path.exists():
-            with open(self.path, newline="") as handle:
-                self.rows = list(csv.DictReader(handle))
+        self.rows = self.folder.history_rows()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch]
+        self.rows = [r for r in self.rows if r["epoch"] < epoch]
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_bytes(self.path, buffer.getvalue().encode())
+        self.folder.write_history(self.rows)
 
     def history(self) -> dict[str, list[float]]:
-        keys = [k for k in (self.rows[0] if self.rows else {}) if k != "epoch"]
-        return {k: [float(r[k]) if r.get(k) not in (None, "") else math.nan for r in self.rows] for k in keys}
+        return history_columns(self.rows)
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """A log line per epoch (loss, validation loss and R-squared, seconds) and, with `within_epoch`,
+    one every PROGRESS_EVERY_S seconds inside an epoch (batch b of n, loss so far)."""
+
+    def __init__(self, within_epoch: bool = True):
+        super().__init__()
+        self.within_epoch = within_epoch
+        self._epoch = 0
+        self._started = self._last = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._started = self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if self.within_epoch and now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            loss = (logs or {}).get("loss")
+            log.info(
+                "epoch %d/%d: batch %d/%s, loss %s (%.0f s)",
+                self._epoch + 1,
+                self.params.get("epochs"),
+                batch + 1,
+                self.params.get("steps") or "?",
+                _short(loss),
+                now - self._started,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = ("loss", "val_loss", "val_r2_mean", "val_r_squared")
+        log.info(
+            "epoch %d/%d: %s (%.1f s)",
+            epoch + 1,
+            self.params.get("epochs"),
+            ", ".join(f"{k} {_short(logs[k])}" for k in shown if k in logs),
+            time.monotonic() - self._started,
+        )
+
+
+def _short(value) -> str:
+    return "?" if value is None else f"{float(value):.4g}"
 
 
 class PeriodicResults(keras.callbacks.Callback):
@@ -62,11 +103,11 @@ class PeriodicResults(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, interval: int, run_dir: Path, evaluate: Callable[[keras.Model], dict], write: bool = True
+        self, interval: int, folder: RunFolder, evaluate: Callable[[keras.Model], dict], write: bool = True
     ):
         super().__init__()
         self.interval = interval
-        self.run_dir = Path(run_dir)
+        self.folder = folder
         self.evaluate = evaluate
         self.write = write
 
@@ -75,11 +116,11 @@ class PeriodicResults(keras.callbacks.Callback):
         if not self.interval or number % self.interval:
             return
         if self.write:
-            save_model(self.model, self.run_dir / "checkpoints" / f"model_epoch_{number}.keras")
+            save_model(self.model, self.folder / CHECKPOINTS / f"model_epoch_{number}.keras")
         results = {"epoch": number, "logs": {k: float(v) for k, v in (logs or {}).items()}}
         results["evaluation"] = self.evaluate(self.model)
         if self.write:
-            atomic_write_json(self.run_dir / f"results_epoch_{number}.json", results)
+            self.folder.write_json(f"results_epoch_{number}.json", results)
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -98,16 +139,17 @@ class RunBackup(keras.callbacks.Callback):
     every worker restores.
     """
 
-    STATE = "state.json"
+    STATE = BACKUP_STATE
 
     def __init__(
         self,
-        directory: Path,
+        folder: RunFolder,
         early: keras.callbacks.EarlyStopping | None = None,
         write: bool = True,
     ):
         super().__init__()
-        self.directory = Path(directory)
+        self.folder = folder
+        self.directory = folder / BACKUP
         self.early = early
         self.write = write
         self.stopped = False  # the restored state ended training (early stopping or NaN)
@@ -152,7 +194,7 @@ class RunBackup(keras.callbacks.Callback):
             self.model.save_weights(tmp)
         if self.early is not None:
             state["early_stopping"] = self._early_snapshot()
-        atomic_write_json(self.directory / self.STATE, state)
+        self.folder.write_json(f"{BACKUP}/{self.STATE}", state)
         self._prune(state)
 
     def _early_snapshot(self) -> dict:
@@ -174,8 +216,7 @@ class RunBackup(keras.callbacks.Callback):
         }
 
     def _read_state(self) -> dict | None:
-        path = self.directory / self.STATE
-        return json.loads(path.read_text()) if path.exists() else None
+        return self.folder.backup_state()
 
     def _prune(self, state: dict | None) -> None:
         """Delete what no commit refers to: superseded files and temporary files of a killed save."""

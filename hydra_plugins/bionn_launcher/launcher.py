@@ -11,7 +11,6 @@ its log) and handed to Hydra as a failure, so the sweep exits non-zero.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
+
+from bionn.run_folder import ERROR, RunFolder, RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +96,18 @@ class _WaitForEveryJob(plugin.BaseSubmititLauncher):
 
 
 def _describe_failure(idx: int, overrides: list[str], run_dir: Path, job: Any, ret: JobReturn) -> str:
-    error = _read_json(run_dir / "error.json")
-    if error:
-        why = f"{error.get('type')}: {error.get('message')} (see {run_dir / 'error.json'})"
-    else:
-        why = f"ended {job.state} without error.json; job log: {job.paths.stderr}"
-    return f"  #{idx} {' '.join(overrides)}\n     run folder {run_dir}, job {job.job_id}: {why}"
-
-
-def _read_json(path: Path) -> dict:
+    folder = RunFolder(run_dir)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        error = folder.error()
+    except RunFolderError as err:
+        error = {"type": "unreadable error record", "message": str(err)}
+    if error:
+        why = f"{error.get('type')}: {error.get('message')} (see {folder / ERROR})"
+    elif isinstance(ret.return_value, BaseException) and not isinstance(ret.return_value, SweepJobFailed):
+        why = f"{type(ret.return_value).__name__}: {ret.return_value}"
+    else:
+        why = f"ended {job.state} without {ERROR}; job log: {job.paths.stderr}"
+    return f"  #{idx} {' '.join(overrides)}\n     run folder {run_dir}, job {job.job_id}: {why}"
 
 
 class SlurmLauncher(_WaitForEveryJob):

@@ -10,6 +10,7 @@ committed conf/ byte for byte would mean computing each line's width ourselves.
 
 from __future__ import annotations
 
+import enum
 import re
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def yaml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return ".nan" if value != value else _FLOAT_WORDS.get(value, repr(value))
+    if isinstance(value, enum.Enum):  # a choice key: its name, as a user writes it
+        return yaml_str(value.name)
     if isinstance(value, str):
         return yaml_str(value)
     if isinstance(value, list):

@@ -1,0 +1,20 @@
+"""Sweep report: one row per run folder under a run or multirun folder.
+
+`bionn-report DIR` (or `python -m bionn.report DIR`) reads every run folder under
+DIR and writes into DIR `summary.csv`, `summary.md` and `summary.png` (test
+R-squared per job, validation-loss curves overlaid), and prints the table.
+`SweepReport`, a Hydra callback listed in conf/train.yaml, does the same when a
+multirun ends and then exits non-zero if any job failed.
+
+    read.py    run folders -> JobSummary (through bionn.run_folder; never raises)
+    render.py  JobSummary -> table, summary.md, summary.csv, summary.png
+    cli.py     write_report, the command line and the Hydra callback
+
+Everything is read from disk (with submitit the jobs ran in other processes).
+The report imports no training code.
+"""
+
+from bionn.report.cli import SUMMARY_FILES, SweepReport, main, write_report
+from bionn.report.read import JobSummary, collect
+
+__all__ = ["SUMMARY_FILES", "JobSummary", "SweepReport", "collect", "main", "write_report"]

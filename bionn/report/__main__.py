@@ -1,0 +1,5 @@
+import sys
+
+from bionn.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""Reading a sweep: one JobSummary per run folder, through bionn.run_folder only.
+
+Any file may be missing, half-written by a job still running, corrupt or
+hand-edited: such problems become `problems` of the job, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bionn.run_folder import FINAL, FINISHED, HYDRA, Outcome, RunFolder, RunFolderError, Status, find_runs
+
+# A baseline provider maps a composed dataset config (a dict) and the run's statistics cache
+# folder (None: the default) to test metrics {"r2_mean": ..., ...}, or None when it has none.
+BaselineProvider = Callable[[dict, "str | None"], "dict | None"]
+BASELINE = "baseline"  # the status of a baseline row (not a run)
+
+
+@dataclass
+class JobSummary:
+    """What one run folder says about its job; `problems` lists what could not be read."""
+
+    job: str
+    path: Path
+    status: str
+    overrides: list[str] = field(default_factory=list)
+    epochs: int | None = None
+    training_time_s: float | None = None
+    best_val_loss: float | None = None
+    test: dict[str, Any] = field(default_factory=dict)
+    test_source: str = ""
+    val_loss: list[float] = field(default_factory=list)
+    dataset: dict | None = None
+    stats_cache_dir: str | None = None
+    restarts: int = 0  # attempts after the first (requeues, re-runs after an interruption)
+    interruption: str | None = None  # how the last interrupted attempt ended, e.g. "interrupted by SIGUSR2"
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def test_r2(self) -> tuple[str, float] | None:
+        """The test R-squared the plot shows: r2_mean (per-output, averaged) when present, else R_squared."""
+        for name in ("r2_mean", "r_squared"):
+            for key, value in self.test.items():
+                if key.lower() == name and _is_number(value):
+                    return key, float(value)
+        return None
+
+
+def read_job(folder: RunFolder, root: Path) -> JobSummary:
+    """Summarise one run folder; never raises on missing or unreadable files."""
+    path = folder.path
+    problems: list[str] = []
+
+    def load(reader: Callable[[], Any], default: Any = None) -> Any:
+        try:
+            return reader()
+        except (OSError, ValueError) as err:  # RunFolderError is a ValueError
+            problems.append(_problem(path, err))
+            return default
+
+    name = str(path.relative_to(root)) if path != root else path.name
+    final = load(folder.final) or {}
+    attempts = load(folder.attempts, [])
+    history = load(folder.history, {})
+    info = load(folder.info) or {}
+    overrides = load(lambda: _yaml(path / HYDRA / "overrides.yaml"))
+    if overrides is None and not (path / HYDRA / "overrides.yaml").exists():
+        problems.append(f"{HYDRA}/overrides.yaml: missing (overrides unknown)")
+    status = load(folder.status)
+
+    job = JobSummary(job=name, path=path, status=str(status or "unknown"), problems=problems)
+    slurm = info.get("slurm") if isinstance(info.get("slurm"), dict) else {}
+    job.restarts = max(len(attempts) - 1, 0) if attempts else int(slurm.get("restart_count") or 0)
+    interrupted = [a for a in attempts if a.get("outcome") == Outcome.INTERRUPTED]
+    if status == Status.INTERRUPTED:
+        job.interruption = interrupted[-1].get("reason") if interrupted else "ended without a record"
+    job.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    job.val_loss = list(history.get("val_loss", []))
+    job.epochs = final.get("epochs_completed", len(job.val_loss) if history else None)
+    job.training_time_s = final.get("training_time_s")
+    finite = [v for v in job.val_loss if math.isfinite(v)]
+    # A failed or unfinished job has no best_val_loss of its own: take it from history.csv.
+    job.best_val_loss = final.get("best_val_loss") if "best_val_loss" in final else min(finite, default=None)
+    if status == Status.FAILED:
+        error = load(folder.error) or {}
+        failed = [a for a in attempts if a.get("outcome") == Outcome.FAILED]
+        job.error = (
+            error.get("message")
+            or final.get("error")
+            or ((failed or [{}])[-1].get("error") or {}).get("message")
+        )
+    if isinstance(final.get("evaluation"), dict):
+        job.test, job.test_source = dict(final["evaluation"].get("test") or {}), FINAL
+    elif status not in FINISHED:
+        job.test, job.test_source = _latest_periodic_test(folder, problems)
+    config = info.get("config")
+    if config is None:
+        config = load(lambda: _yaml(path / HYDRA / "config.yaml"))
+    job.dataset = config.get("dataset") if isinstance(config, dict) else None
+    runtime = (config or {}).get("runtime") if job.dataset else None
+    job.stats_cache_dir = runtime.get("stats_cache_dir") if isinstance(runtime, dict) else None
+    if status in (Status.RUNNING, Status.INTERRUPTED) and not history:
+        problems.append("history.csv: missing (no epoch finished yet)")
+    job.problems = list(dict.fromkeys(problems))  # a file read by two readers is named once
+    return job
+
+
+def collect(root: Path) -> list[JobSummary]:
+    root = Path(root)
+    return [read_job(folder, root) for folder in find_runs(root)]
+
+
+def baseline_rows(jobs: list[JobSummary], provider: BaselineProvider | None) -> list[JobSummary]:
+    """One row per distinct dataset of the jobs, from provider(dataset config, cache folder)."""
+    if provider is None:
+        return []
+    rows, seen = [], set()
+    for job in jobs:
+        key = json.dumps([job.dataset, job.stats_cache_dir], sort_keys=True)
+        if job.dataset is None or key in seen:
+            continue
+        seen.add(key)
+        result = provider(job.dataset, job.stats_cache_dir)
+        if result:
+            name = f"baseline ({job.dataset.get('name', '?')})"
+            rows.append(JobSummary(job=name, path=job.path, status=BASELINE, test=dict(result)))
+    return rows
+
+
+def ridge_baseline(dataset: dict, cache_dir: str | None) -> dict | None:
+    """The ridge baseline of a dataset if `scripts/baseline_ridge.py` (or bench_accuracy) cached it."""
+    from omegaconf import OmegaConf
+
+    from bionn.baseline import cached_baseline
+
+    try:
+        return cached_baseline(OmegaConf.create(dataset), cache_dir)
+    except Exception:  # a dataset this version cannot read has no baseline row
+        return None
+
+
+def _yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError) as err:
+        raise RunFolderError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def _problem(path: Path, err: Exception) -> str:
+    """What could not be read, with the file named relative to the run folder."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = message.replace(f"{path}/", "")
+    return message if isinstance(err, RunFolderError) else f"unreadable ({type(err).__name__}: {message})"
+
+
+def _latest_periodic_test(folder: RunFolder, problems: list[str]) -> tuple[dict, str]:
+    """Test metrics of the newest results_epoch_N.json of an unfinished job, if any."""
+    for _, file in reversed(folder.periodic_results()):
+        try:
+            return dict(json.loads(file.read_text())["evaluation"]["test"]), file.name
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problems.append(f"{file.name}: unreadable ({type(err).__name__})")
+    return {}, ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
