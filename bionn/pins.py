@@ -15,7 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 # distribution -> (tested release line "major.minor", what of it bionn relies on)
 TESTED_LINES = {
-    "keras": ("3.15", "bionn/distribute.py patches two private functions of keras.src's TensorFlow trainer"),
+    "keras": (
+        "3.15",
+        "bionn/distribute.py patches two private functions of keras.src's TensorFlow trainer, and "
+        "bionn/config/layers.py reads keras.layers from its source files",
+    ),
     "tensorflow": (
         "2.21",
         "bionn/distribute.py uses the private tensorflow.python...slurm_cluster_resolver module",
