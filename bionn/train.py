@@ -33,6 +33,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run
+from bionn.config.sources import config_file
 from bionn.config.tree import print_config_tree
 from bionn.console import quiet_tensorflow, setup_logging
 from bionn.io import atomic_write_bytes
@@ -286,7 +287,7 @@ def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    ds = KineticsDataset(cfg.dataset, source=f"conf/dataset/{cfg.dataset.name}.yaml")
+    ds = KineticsDataset(cfg.dataset, source=config_file("dataset"))
     stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
     clock = EpochClock()
     train_data = _dataset(strategy, worker, ds, "train", stats, clock)
@@ -425,7 +426,7 @@ def _dataset(strategy, worker, ds, split, stats, clock):
     replicas = strategy.num_replicas_in_sync
     if ds.batch_size % replicas:
         raise ConfigError(
-            f"conf/dataset/{ds.cfg.name}.yaml: dataset.shape.batch_size = {ds.batch_size} is invalid for "
+            f"{config_file('dataset')}: dataset.shape.batch_size = {ds.batch_size} is invalid for "
             f"{replicas} replicas on {worker.count} workers: must be a multiple of {replicas}"
         )
 

@@ -95,9 +95,7 @@ def handoff_ceiling(ds: KineticsDataset, stats, batches: int) -> float:
     """The same pipeline with generation replaced by ready arrays: TensorFlow's own hand-off cost."""
     from bionn.data import pipeline as module
 
-    ready = module._BatchSource(ds, "train", stats, EpochClock(), ds.batch_size).samples(
-        0, CHUNK_SAMPLES
-    )
+    ready = module._BatchSource(ds, "train", stats, EpochClock(), ds.batch_size).samples(0, CHUNK_SAMPLES)
     original = module._BatchSource.samples
     module._BatchSource.samples = lambda self, lo, hi: tuple(a[: hi - lo] for a in ready)
     try:

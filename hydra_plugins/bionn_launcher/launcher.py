@@ -23,6 +23,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
+from bionn.pins import require_tested
 from bionn.run_folder import ERROR, RunFolder, RunFolderError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class _WaitForEveryJob(plugin.BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
+        require_tested("hydra-submitit-launcher")  # launch() below copies part of its 1.2 launch()
         assert self.config is not None and self.hydra_context is not None
         # Executor and parameters exactly as hydra-submitit-launcher builds them.
         init_keys = {"submitit_folder", "max_num_timeout"}
