@@ -296,9 +296,10 @@ class RunFolder:
             return Status(final["status"])
         if last is None:
             return Status.FAILED if self.error() else Status.RUNNING
-        if last.get("outcome") == Outcome.INTERRUPTED or _dead_here(last):
+        outcome = last.get("outcome")
+        if outcome == Outcome.INTERRUPTED or (outcome is None and _dead_here(last)):
             return Status.INTERRUPTED
-        if last.get("outcome") == Outcome.FAILED:
+        if outcome == Outcome.FAILED:
             return Status.FAILED
         return Status.RUNNING
 

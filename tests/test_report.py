@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,15 @@ FAILURE = "training.compile.learning_rate = -1.0 is invalid"
 def multirun(*overrides: str, cache: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "train.py", "-m", *overrides, f"runtime.stats_cache_dir={cache}"]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def reopen(run: Path, new: bool = False, **fields) -> None:
+    """Edit a finished job's attempts.json as a job in another state leaves it (new: a further attempt)."""
+    record = json.loads((run / "attempts.json").read_text())
+    if new:
+        record["attempts"].append({**record["attempts"][-1], "number": len(record["attempts"]) + 1})
+    record["attempts"][-1].update(fields)
+    (run / "attempts.json").write_text(json.dumps(record))
 
 
 def summary_rows(folder: Path) -> dict[str, dict]:
@@ -56,7 +66,7 @@ def test_sweep_with_a_failing_job_finishes_the_others_prints_the_table_and_exits
             for line in table.splitlines()
         )
     assert "test r_squared" in table and "## Failed jobs" in table and FAILURE in table
-    assert f"bionn: job 1 failed: conf/training/default.yaml: {FAILURE}" in done.stderr
+    assert f"bionn: job 1 failed: {ROOT / 'conf/training/default.yaml'}: {FAILURE}" in done.stderr
     assert "1 of 3 job(s) failed" in done.stderr
 
     rows = summary_rows(folder)
@@ -81,12 +91,12 @@ def test_report_reads_partial_folders_and_says_what_it_could_not_read(sweep, tmp
         (folder / name).unlink()
     # 0: still running (its final results not written yet); its test metrics come from results_epoch_1.json
     (folder / "0" / "final_results.json").unlink()
-    # 2: requeued by Slurm and running again; 3: a corrupt final_results.json and history.csv
+    reopen(folder / "0", outcome=None, pid=os.getpid())
+    # 2: preempted (SIGUSR2) after a requeue, waiting to run again; 3: corrupt final_results.json, history.csv
     shutil.copytree(folder / "2", folder / "3")
     (folder / "2" / "final_results.json").unlink()
-    info = json.loads((folder / "2" / "info.json").read_text())
-    info["slurm"] = {"job_id": "7", "array_job_id": "7", "array_task_id": "2", "restart_count": 2}
-    (folder / "2" / "info.json").write_text(json.dumps(info))
+    reopen(folder / "2", outcome="interrupted", reason="ended without a record (killed)")
+    reopen(folder / "2", outcome="interrupted", reason="interrupted by SIGUSR2", new=True)
     (folder / "3" / "final_results.json").write_text('{"status": "compl')
     (folder / "3" / "history.csv").write_text("epoch,loss\n0,1.0,2.0\n")
     # 1: failed, and its overrides file is gone; 4: Hydra made the folder, nothing else yet
@@ -100,18 +110,20 @@ def test_report_reads_partial_folders_and_says_what_it_could_not_read(sweep, tmp
     assert {job: row["status"] for job, row in rows.items()} == {
         "0": "running",
         "1": "failed",
-        "2": "requeued",
+        "2": "interrupted",
         "3": "unknown",
     }
-    assert rows["2"]["requeues"] == "2" and rows["0"]["epochs"] == "1" and rows["0"]["best_val_loss"]
+    assert (rows["2"]["restarts"], rows["2"]["interruption"]) == ("1", "interrupted by SIGUSR2")
+    assert rows["0"]["epochs"] == "1" and rows["0"]["best_val_loss"]
     periodic = json.loads((folder / "0" / "results_epoch_1.json").read_text())["evaluation"]["test"]
     assert float(rows["0"]["test_r_squared"]) == pytest.approx(periodic["r_squared"])
     assert "from their latest results_epoch_1.json" in printed
     could_not = printed[printed.index("## Could not read") :]
     assert "- 1: .hydra/overrides.yaml: missing" in could_not
-    assert "- 3: final_results.json: unreadable (JSONDecodeError" in could_not
-    assert "- 3: history.csv: unreadable (ValueError: row 1 has more cells than the header)" in could_not
-    assert "| requeued (2 requeue(s)) |" in printed
+    assert "- 3: final_results.json: not valid JSON (Unterminated string" in could_not
+    assert "- 3: history.csv: unreadable (row 1 has more cells than the header)" in could_not
+    assert "| interrupted (1 restart(s)) |" in printed
+    assert "- 2: interrupted by SIGUSR2; 1 restart(s) so far" in printed
     assert (folder / "summary.png").is_file() and (folder / "summary.md").is_file()
 
     # Once the ridge baseline of the sweep's dataset is cached, the report shows it as a row.
@@ -169,5 +181,5 @@ def test_submitit_local_sweep_with_a_failing_job_exits_nonzero_after_the_others(
     assert done.returncode == 1, done.stderr[-3000:]
     assert json.loads((folder / "1" / "final_results.json").read_text())["status"] == "completed"
     assert "2 job(s): 1 failed, 1 completed" in done.stdout  # printed by the launcher process
-    assert f"bionn: job 0 failed: conf/training/default.yaml: {FAILURE}" in done.stderr
+    assert f"bionn: job 0 failed: {ROOT / 'conf/training/default.yaml'}: {FAILURE}" in done.stderr
     assert [r["status"] for r in summary_rows(folder).values()] == ["failed", "completed"]
