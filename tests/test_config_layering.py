@@ -1,5 +1,5 @@
-"""bionn.config is the bottom floor: it loads no engine or model code, rejects bad choices at
-composition and names the config files Hydra actually used."""
+"""Imports run one way: bionn.config (the bottom floor) and the report load no engine or model code;
+bionn.config rejects bad choices at composition and names the config files Hydra actually used."""
 
 from __future__ import annotations
 
@@ -123,3 +123,7 @@ def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert f"{extra / 'dataset' / 'mine.yaml'}: dataset.parameters.k1_min = 9.0" in done.stderr + done.stdout
+
+
+def test_the_report_and_the_run_folder_import_no_training_code():
+    assert modules_loaded_by("import bionn.report, bionn.run_folder, bionn.report.cli") == []
