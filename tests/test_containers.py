@@ -41,6 +41,11 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
+def copied_sources() -> list[str]:
+    """What the Dockerfile's COPY instructions take from the build context."""
+    return [name for i, a in dockerfile_instructions() if i == "COPY" for name in a.split()[:-1]]
+
+
 def dockerfile_env() -> dict[str, str]:
     env = {}
     for instruction, arguments in dockerfile_instructions():
@@ -76,15 +81,11 @@ def test_dockerfile_uses_the_pinned_tensorflow_and_copies_what_exists():
     # The official image is the default; the test suite passes its stand-in as BASE_IMAGE.
     assert "ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu" in dockerfile
     assert ("FROM", "${BASE_IMAGE}") in dockerfile_instructions()
-    for instruction, arguments in dockerfile_instructions():
-        if instruction == "COPY":
-            *sources, _destination = arguments.split()
-            assert all((ROOT / name).exists() for name in sources), arguments
+    assert all((ROOT / name).exists() for name in copied_sources()), copied_sources()
     # Every package pyproject.toml installs is copied before `pip install .` (hydra_plugins once was not).
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = {p.rstrip("*") for p in find["include"]}
-    copied = {a.split()[0] for i, a in dockerfile_instructions() if i == "COPY"}
-    assert packages <= copied
+    assert packages <= set(copied_sources())
 
 
 def test_apptainer_definition_has_the_dockerfiles_environment_entry_point_and_results_folder():
@@ -161,8 +162,27 @@ class Image:
                      "sh", "-c", script])  # fmt: skip
 
 
+def build_context(folder: Path) -> Path:
+    """The files the Dockerfile copies (and the Dockerfile), in `folder`, every timestamp the same.
+
+    buildah's layer cache tells COPY steps apart by file timestamps too: in a fresh clone every
+    build would miss it, reinstalling TensorFlow. With fixed timestamps only the contents count.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ["Dockerfile", ".dockerignore", *copied_sources()]:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy2(source, target)
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (946684800, 946684800), follow_symlinks=False)  # 2000-01-01
+    return folder
+
+
 @pytest.fixture(scope="module")
-def image() -> Image:
+def image(tmp_path_factory) -> Image:
     problem = _container_problem()
     if problem:
         if os.environ.get("BIONN_REQUIRE_CONTAINER") == "1":
@@ -171,7 +191,8 @@ def image() -> Image:
     base = _checked(["bash", str(ROOT / "scripts/container/standin_base.sh")]).strip()
     previous = _run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE])
     _checked(["buildah", "bud", "--isolation", "chroot", "--layers", "--pull-never",
-              "--build-arg", f"BASE_IMAGE={base}", "--tag", IMAGE, str(ROOT)])  # fmt: skip
+              "--build-arg", f"BASE_IMAGE={base}", "--tag", IMAGE,
+              str(build_context(tmp_path_factory.mktemp("context")))])  # fmt: skip
     built = _checked(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE]).strip()
     if previous.returncode == 0 and previous.stdout.strip() != built:
         _run(["buildah", "rmi", previous.stdout.strip()])  # the last run's image (layers stay as cache)
