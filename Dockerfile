@@ -8,21 +8,34 @@
 #
 # Arguments are Hydra overrides. Run folders, sweep reports and the statistics cache go to the
 # mounted /results (outputs/, multirun/, .cache/); add --user "$(id -u):$(id -g)" to own them.
+# The test suite builds and runs this file unchanged on a stand-in base (docs/containers.md).
 ARG TF_VERSION=2.21.0
-FROM tensorflow/tensorflow:${TF_VERSION}-gpu
+ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
+FROM ${BASE_IMAGE}
 
 WORKDIR /app
-# Dependencies first (from pyproject.toml; the base image's TensorFlow already satisfies its pin),
-# so editing the code does not reinstall them.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone (the base image's TensorFlow already satisfies its
+# pin): editing the code or the README reuses this layer. The pip cache is a build cache, not a layer.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && python3 -m pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY bionn ./bionn
-RUN python3 -m pip install --no-cache-dir . \
-    && python3 -c "import bionn.train, bionn.report"
+COPY hydra_plugins ./hydra_plugins
+RUN python3 -m pip install --no-cache-dir --no-deps . \
+    && rm -rf build ./*.egg-info \
+    && python3 -c "import bionn.train, bionn.report, hydra_plugins.bionn_launcher.launcher"
 COPY train.py ./
 COPY conf ./conf
+COPY scripts/container/entrypoint.sh ./
 
 # Hydra resolves conf/ beside train.py, so the working folder can be the results mount.
 # BIONN_CONFIG_DIR: bionn-generate's dataset names; the caches must be writable by any --user.
+# No VOLUME: an anonymous volume would take run folders that no one mounted (and, with buildah,
+# hide a bind mount of /results); entrypoint.sh refuses to run without a mounted, writable /results.
 ENV BIONN_CONFIG_DIR=/app/conf \
     BIONN_CACHE_DIR=/results/.cache \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
@@ -30,6 +43,5 @@ ENV BIONN_CONFIG_DIR=/app/conf \
     KERAS_HOME=/tmp/keras \
     PYTHONUNBUFFERED=1
 WORKDIR /results
-VOLUME ["/results"]
-ENTRYPOINT ["python3", "/app/train.py"]
+ENTRYPOINT ["/app/entrypoint.sh"]
 CMD []

@@ -17,4 +17,10 @@ if [ "${BIONN_SLURM_TESTS:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-ge
 else
   echo "test.sh: Slurm tests will skip (needs root and apt-get to start scripts/local_slurm/start.sh)" >&2
 fi
+# Container tests (tests/test_containers.py): as root with apt, install buildah and debootstrap; they
+# then must run (BIONN_REQUIRE_CONTAINER=1). Leave them out with: scripts/test.sh -m "not container".
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  bash scripts/container/setup.sh
+  export BIONN_REQUIRE_CONTAINER=1
+fi
 .venv/bin/python -m pytest -q "$@"
