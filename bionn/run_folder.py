@@ -395,14 +395,16 @@ class RunFolder:
         self._write_attempts(attempts)
 
     def note_signal(self, name: str) -> None:
-        """Record a signal at once as the attempt's end (interrupted): the process may be killed, or crash,
+        """Record a signal at once as the attempt's end (interrupted, by the attempt's first signal: a
+        preemption's SIGUSR2 is followed by the requeue's SIGTERM): the process may be killed, or crash,
         before it can say more. If it goes on instead (submitit ignores SIGTERM and trains until Slurm's
         KillWait ends), its later end replaces this record."""
         if self._attempt is not None:
+            signals = [*self._attempt["signals"], name]
             self.update_attempt(
-                signals=[*self._attempt["signals"], name],
+                signals=signals,
                 outcome=Outcome.INTERRUPTED.value,
-                reason=f"interrupted by {name}",
+                reason=f"interrupted by {signals[0]}",
                 ended=now(),
                 end_epoch=self.committed_epoch_or_history(),
             )

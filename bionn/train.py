@@ -142,7 +142,7 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
     if not worker.is_chief:  # the chief records; a worker's end is in its own log
         raise err
     if interrupted:
-        name = signals[-1] if signals else "SIGINT"
+        name = signals[0] if signals else "SIGINT"  # the first: a preemption's SIGUSR2, then its SIGTERM
         folder.end_attempt(Outcome.INTERRUPTED, reason=f"interrupted by {name}")
         log.warning(
             "interrupted by %s after %d committed epoch(s); the same command resumes it in %s",

@@ -69,8 +69,10 @@ def test_attempts_record_each_start_signals_at_once_and_close_one_that_was_kille
     assert current["host"] and current["pid"] == os.getpid()
 
     second.note_signal("SIGUSR2")  # recorded as the end at once: a crash or kill may follow
+    second.note_signal("SIGTERM")  # the requeue that the preemption asked for
     assert second.status() == Status.INTERRUPTED
     assert second.attempts()[1]["reason"] == "interrupted by SIGUSR2"
+    assert second.attempts()[1]["signals"] == ["SIGUSR2", "SIGTERM"]
 
     third = RunFolder(folder.path)
     third.begin_attempt(None)
