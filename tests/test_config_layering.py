@@ -3,6 +3,7 @@ bionn.config rejects bad choices at composition and names the config files Hydra
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_a_bad_choice_is_rejected_at_composition_with_the_allowed_values(overrid
         composed(override)
     text = f"{caught.value} {caught.value.__cause__}"
     assert key in text and f"'{value}'" in text
-    assert __import__("re").search(allowed, text), text
+    assert re.search(allowed, text), text
 
 
 def test_a_bad_choice_in_a_dataset_file_names_the_file(tmp_path):
