@@ -42,7 +42,7 @@ from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (regi
 log = logging.getLogger(__name__)
 
 # Keys of the whole sweep, not of one job's resources.
-SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait", "max_array_size")
+SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait", "max_array_size", "per_job")
 
 
 class SweepJobFailed(RuntimeError):
@@ -102,11 +102,12 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         try:
             folder.check_jobs(jobs, sweep_overrides)
             finished = self._check_run_folders(folder, jobs, configs)
-        except SweepFolderError as err:  # refused before anything was submitted: the message, no traceback
+            todo = [(job, cfg) for job, cfg in zip(jobs, configs, strict=True) if job.num not in finished]
+            resources = [(self._resources(cfg), job) for job, cfg in todo]
+        except ValueError as err:  # refused before anything was submitted: the message, no traceback
             print(f"bionn: error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
 
-        todo = [(job, cfg) for job, cfg in zip(jobs, configs, strict=True) if job.num not in finished]
         for job in jobs:
             state = (
                 f"  (finished: {finished[job.num]['status']}; not submitted)" if job.num in finished else ""
@@ -124,7 +125,7 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 "arrays": [],
             },
         )
-        submitted = self._submit(folder, todo) if todo else {}
+        submitted = self._submit(folder, resources) if todo else {}
         if not self.wait:
             self._tell_where(folder, submitted, finished)
         returns, failures = [], []
@@ -191,10 +192,11 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
 
     # ---- submission ----------------------------------------------------------------------
 
-    def _submit(self, folder: SweepFolder, todo: list[tuple[Job, DictConfig]]) -> dict[int, Any]:
-        """Submit every job of `todo`; {job number: submitit job}. Each array's ids are recorded at once."""
+    def _submit(self, folder: SweepFolder, todo: list[tuple[dict, Job]]) -> dict[int, Any]:
+        """Submit every (resources, job) of `todo`; {job number: submitit job}. Each array's ids are
+        recorded as soon as it is submitted."""
         arrays = plan_arrays(
-            [(self._resources(cfg), job) for job, cfg in todo],
+            todo,
             self.max_array_size or self._cluster_max_array_size(),
             self.params.get("array_parallelism"),
         )
@@ -230,9 +232,26 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         return submitted
 
     def _resources(self, cfg: DictConfig) -> dict:
-        """The job's own launcher keys (an experiment may set hydra.launcher.mem_gb, ...); no sweep keys."""
+        """The launcher's resource keys, with those of every `per_job` rule whose `when` matches the job's
+        own config applied in order; sweep-wide keys left out."""
         params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-        return {k: v for k, v in params.items() if k != "_target_" and k not in SWEEP_KEYS}
+        resources = {k: v for k, v in params.items() if k != "_target_" and k not in SWEEP_KEYS}
+        for number, rule in enumerate(self.params.get("per_job") or []):
+            where = f"hydra.launcher.per_job[{number}]"
+            if not isinstance(rule, dict) or not isinstance(rule.get("when"), dict) or len(rule) < 2:
+                raise ValueError(
+                    f"{where} = {rule!r} is invalid: each rule is {{when: {{<config key>: <value or list of "
+                    "values>, ...}, <launcher key>: <value>, ...}}"
+                )
+            unknown = sorted(set(rule) - {"when"} - set(resources))
+            if unknown:
+                raise ValueError(
+                    f"{where}: {', '.join(unknown)} is no resource key of this launcher (allowed: "
+                    f"{', '.join(sorted(resources))})"
+                )
+            if all(_matches(cfg, key, wanted, where) for key, wanted in rule["when"].items()):
+                resources.update({k: v for k, v in rule.items() if k != "when"})
+        return resources
 
     def _executor(self, array: Array, recorded: list[dict]) -> Any:
         """An executor for one array, built as hydra-submitit-launcher builds it."""
@@ -314,6 +333,20 @@ def plan_arrays(jobs: list[tuple[dict, Job]], max_size: int | None, parallelism:
     for array, throttle in zip(arrays, throttles, strict=True):
         array.throttle = throttle
     return arrays
+
+
+def _matches(cfg: DictConfig, key: str, wanted: Any, where: str) -> bool:
+    """True if the job's config holds `wanted` (or one of a list of values) at the dotted `key`; `key`
+    may also name a config group's choice, e.g. experiment (hydra.runtime.choices)."""
+    missing = object()
+    value = OmegaConf.select(cfg, key, default=missing)
+    if value is missing:
+        value = OmegaConf.select(cfg, f"hydra.runtime.choices.{key}", default=missing)
+    if value is missing:
+        raise ValueError(f"{where}: when: {key} is no key of the job's config, nor a config group")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value in wanted if isinstance(wanted, list) else value == wanted
 
 
 def _run_dir(cfg: DictConfig) -> Path:
