@@ -225,9 +225,19 @@ def _job_state(folder: RunFolder, job: Any, job_id: str | None, queue: dict[str,
             state.detail = "no run folder yet" + ("" if job_id is None else "; the cluster does not answer")
         elif queued in QUEUED or queued in ("RUNNING", "COMPLETING"):
             state.state = "pending" if queued in QUEUED else "starting"
-        else:
+        elif queued in DEAD:
             state.state, state.ended = _died(queued)
             state.detail = "never started"
+        else:
+            # Gone from the queue without a run folder: a job that never started can only have been
+            # cancelled (squeue forgets a cancelled pending array task at once), unless its log says it ran.
+            logs = sorted((folder.path.parent / ".submitit").rglob(f"{job_id}_*_log.err"))
+            if logs:
+                state.state, state.ended = _died(queued)
+                state.detail = f"started but made no run folder; its log: {logs[-1]}"
+            else:
+                state.state, state.ended = "cancelled", True
+                state.detail = "left the queue before it started"
         return state
     if status == Status.INTERRUPTED or (queue is not None and queued in QUEUED):
         attempts = _quiet(folder.attempts) or []
