@@ -412,8 +412,8 @@ def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: Job
         error = {"type": "unreadable error record", "message": str(err)}
     if error:
         why = f"{error.get('type')}: {error.get('message')} (see {run / ERROR})"
-    elif isinstance(ret.return_value, BaseException) and not isinstance(ret.return_value, SweepJobFailed):
-        why = f"{type(ret.return_value).__name__}: {ret.return_value}"
+    elif isinstance(raised := ret._return_value, BaseException) and not isinstance(raised, SweepJobFailed):
+        why = f"{type(raised).__name__}: {raised}"  # (ret.return_value would raise it)
     else:
         why = f"ended {submitit_job.state} without {ERROR}; job log: {submitit_job.paths.stderr}"
     where = f"run folder {run.path}, job {submitit_job.job_id}"
