@@ -28,11 +28,13 @@ def _integration_cfg(launcher: str, extra: dict) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher_name, overrides", [("local", LOCAL)])
 class TestLocalLauncher(LauncherTestSuite):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [(_integration_cfg("local", {}), ["-m"])])
 class TestLocalLauncherIntegration(IntegrationTestSuite):
     pass

@@ -91,6 +91,7 @@ def test_resume_and_watch_name_a_folder_that_is_no_sweep_and_change_nothing(tmp_
     assert code == 2 and "'jobs' must be a list" in err
 
 
+@pytest.mark.slow
 def test_local_sweep_resumes_only_unfinished_jobs_and_refuses_a_changed_one(cache, tmp_path):  # noqa: F811
     out = tmp_path / "sweep"
     local = ["hydra/launcher=local", "model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2"]
@@ -112,6 +113,12 @@ def test_local_sweep_resumes_only_unfinished_jobs_and_refuses_a_changed_one(cach
     assert "runtime.seed=3 " in changed.stderr and "nothing was submitted" in changed.stderr
     assert len(SweepFolder(out).record()["launches"]) == 2
     assert len(RunFolder(out / "1").attempts()) == 2
+    # A finished job's run folder lost since: the resume is refused, naming it; nothing is deleted.
+    os.replace(out / "0", tmp_path / "0-elsewhere")
+    lost = run([sys.executable, "-m", "bionn.sweep", "resume", str(out)])
+    assert lost.returncode != 0 and f"job #0: its run folder {out / '0'} is missing" in lost.stderr
+    assert len(SweepFolder(out).record()["launches"]) == 2 and not (out / "0").exists()
+    assert (tmp_path / "0-elsewhere" / "final_results.json").exists()
 
 
 # ---- on the local Slurm cluster -------------------------------------------------------------

@@ -270,9 +270,12 @@ def _died(queued: str | None) -> tuple[str, bool]:
 
 def _progress(folder: RunFolder) -> str:
     rows = _quiet(folder.history_rows) or []
-    info = _quiet(folder.info) or {}
-    epochs = ((info.get("config") or {}).get("training") or {}).get("epochs")
-    text = f"epoch {len(rows) + 1} of {epochs if epochs is not None else '?'}"
+    config = (_quiet(folder.ledger) or _quiet(folder.info) or {}).get("config") or {}
+    epochs = (config.get("training") or {}).get("epochs")
+    if isinstance(epochs, int) and len(rows) >= epochs:
+        text = f"{len(rows)} of {epochs} epochs done, finishing"
+    else:
+        text = f"epoch {len(rows) + 1} of {epochs if epochs is not None else '?'}"
     if rows and math.isfinite(rows[-1].get("val_loss", math.nan)):
         text += f", last val_loss {rows[-1]['val_loss']:.4g}"
     elif not (folder / HISTORY).exists():

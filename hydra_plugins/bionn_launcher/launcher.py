@@ -290,8 +290,6 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
             f"bionn: watch it:   bionn-report {folder.path} --watch",
             f"bionn: resume it:  bionn-sweep resume {folder.path}   (the last job to end writes the report)",
         ]
-        for line in lines:
-            log.info(line)
         print("\n".join(lines), flush=True)
 
     def _result(self, job: Job, submitit_job: Any, folder: SweepFolder) -> JobReturn:
