@@ -187,7 +187,7 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_fai
     [row] = csv.DictReader(io.StringIO((out / "summary.csv").read_text()))
     assert (row["status"], row["restarts"], row["error"]) == ("completed", "2", "")
     # One run folder (the requeued job reused it) beside the sweep's own files.
-    expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png"]
+    expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png", "sweep.json"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 
