@@ -49,3 +49,24 @@ def slurm_info() -> dict | None:
         "ntasks": step_tasks() if "SLURM_STEP_NUM_TASKS" in env else (_number("SLURM_NTASKS") or 1),
         "procid": _number("SLURM_PROCID") or 0,
     }
+
+
+def queue_states() -> dict[str, str] | None:
+    """{job id: state} of every job `squeue` knows (array tasks as <array>_<task>, recently ended ones
+    too), or None when there is no `squeue` or it does not answer. Needs no accounting (`sacct`)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode:
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id:
+            states[job_id] = state
+    return states

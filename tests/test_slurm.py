@@ -48,14 +48,19 @@ def _cluster_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def slurm() -> list[str]:
-    """Launcher overrides that fit the cluster; skips (or fails under BIONN_REQUIRE_SLURM=1) without one."""
+def slurm_or_skip() -> None:
+    """Skip the test without a usable cluster (fail it under BIONN_REQUIRE_SLURM=1)."""
     problem = _cluster_problem()
     if problem:
         if os.environ.get("BIONN_REQUIRE_SLURM") == "1":
             pytest.fail(f"BIONN_REQUIRE_SLURM=1 but {problem}")
         pytest.skip(f"{problem}; start one with `sudo bash scripts/local_slurm/start.sh`")
+
+
+@pytest.fixture(scope="session")
+def slurm() -> list[str]:
+    """Launcher overrides that fit the cluster; skips (or fails under BIONN_REQUIRE_SLURM=1) without one."""
+    slurm_or_skip()
     gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
     # The defaults ask for 1 GPU and 8 CPUs per job: keep the GPU when the cluster advertises any.
     return [
@@ -182,7 +187,7 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_fai
     [row] = csv.DictReader(io.StringIO((out / "summary.csv").read_text()))
     assert (row["status"], row["restarts"], row["error"]) == ("completed", "2", "")
     # One run folder (the requeued job reused it) beside the sweep's own files.
-    expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png"]
+    expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png", "sweep.json"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 

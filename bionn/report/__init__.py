@@ -4,7 +4,9 @@
 DIR and writes into DIR `summary.csv`, `summary.md` and `summary.png` (test
 R-squared per job, validation-loss curves overlaid), and prints the table.
 `SweepReport`, a Hydra callback listed in conf/train.yaml, does the same when a
-multirun ends and then exits non-zero if any job failed.
+multirun ends and then exits non-zero if any job failed. `bionn-report DIR --watch`
+shows every job's state in a sweep folder (sweep.json, the run folders, squeue)
+until all have ended; it writes nothing (docs/sweeps.md).
 
     read.py    run folders -> JobSummary (through bionn.run_folder; never raises)
     render.py  JobSummary -> table, summary.md, summary.csv, summary.png

@@ -12,9 +12,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from bionn.io import atomic_write_bytes
-from bionn.report.read import BaselineProvider, JobSummary, baseline_rows, collect, ridge_baseline
-from bionn.report.render import render_csv, render_markdown, render_png
-from bionn.run_folder import ERROR, MARKERS, Status
+from bionn.report.read import (
+    BaselineProvider,
+    JobState,
+    JobSummary,
+    baseline_rows,
+    collect,
+    ridge_baseline,
+    watch_states,
+)
+from bionn.report.render import render_csv, render_markdown, render_png, render_watch
+from bionn.run_folder import ERROR, MARKERS, Status, now
+from bionn.slurm import queue_states
+from bionn.sweep_folder import SweepFolderError
 
 log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
@@ -53,7 +63,11 @@ class SweepReport(Callback):
     """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not OmegaConf.select(config, "hydra.launcher.wait", default=True):
+            return  # the jobs were only submitted: the last one to end writes the report
         try:
             jobs, text = write_report(sweep_dir)
         except Exception as err:
@@ -79,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="where summary.{csv,md,png} go (default: the folder)")
     parser.add_argument("--quiet", action="store_true", help="write the files, print only where")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="show every job's state until all ended (exit 0 if all completed, 1 if not); writes nothing",
+    )
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between --watch refreshes")
     args = parser.parse_args(argv)
+    if args.watch:
+        return watch(Path(args.folder), args.interval)
     started = time.time()
     try:
         _, text = write_report(Path(args.folder), Path(args.out) if args.out else None)
@@ -91,3 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.folder
     print(f"bionn-report: wrote {', '.join(SUMMARY_FILES)} in {out} ({time.time() - started:.1f} s)")
     return 0
+
+
+def watch(root: Path, interval: float, out: Any = None) -> int:
+    """Show the state of every job of the sweep folder `root` every `interval` seconds, from the run folders
+    and squeue, until every job has ended. 0 if all completed (or stopped early), 1 if not, 2 without a
+    sweep record."""
+    out = out or sys.stdout
+    clear = "\033[H\033[J" if out.isatty() else ""
+    while True:
+        queue = queue_states()
+        try:
+            states: list[JobState] = watch_states(root, queue)
+        except SweepFolderError as err:
+            print(f"bionn-report: error: {err}", file=sys.stderr)
+            return 2
+        print(clear + render_watch(root, states, queue is not None, now()) + "\n", file=out, flush=True)
+        if all(s.ended for s in states):
+            break
+        time.sleep(interval)
+    bad = [s for s in states if not s.ok]
+    verdict = "all completed" if not bad else f"{len(bad)} of {len(states)} did not complete"
+    print(f"bionn-report: every job of {root} ended: {verdict}; the report: bionn-report {root}", file=out)
+    return 1 if bad else 0

@@ -15,12 +15,25 @@ from typing import Any
 
 import yaml
 
-from bionn.run_folder import FINAL, FINISHED, HYDRA, Outcome, RunFolder, RunFolderError, Status, find_runs
+from bionn.run_folder import (
+    FINAL,
+    FINAL_STATUSES,
+    FINISHED,
+    HISTORY,
+    HYDRA,
+    Outcome,
+    RunFolder,
+    RunFolderError,
+    Status,
+    find_runs,
+)
+from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 # A baseline provider maps a composed dataset config (a dict) and the run's statistics cache
 # folder (None: the default) to test metrics {"r2_mean": ..., ...}, or None when it has none.
 BaselineProvider = Callable[[dict, "str | None"], "dict | None"]
 BASELINE = "baseline"  # the status of a baseline row (not a run)
+NOT_STARTED = "not started"  # a job of the sweep's record (sweep.json) without a run folder
 
 
 @dataclass
@@ -113,8 +126,168 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
 
 
 def collect(root: Path) -> list[JobSummary]:
+    """Every run folder under root; in a sweep folder also every recorded job that has none yet."""
     root = Path(root)
-    return [read_job(folder, root) for folder in find_runs(root)]
+    jobs = [read_job(folder, root) for folder in find_runs(root)]
+    try:
+        sweep = SweepFolder(root)
+        recorded = sweep.jobs() if sweep.exists() else []
+    except SweepFolderError as err:
+        jobs.append(JobSummary(job=SWEEP_NAME, path=root, status="unknown", problems=[str(err)]))
+        recorded = []
+    seen = {job.path for job in jobs}
+    for job in recorded:
+        folder = sweep.run_folder(job)
+        if folder.path not in seen:
+            summary = JobSummary(job=job.run_dir, path=folder.path, status=NOT_STARTED)
+            summary.overrides = list(job.overrides)
+            summary.problems = ["no run folder: the job has not started (pending, cancelled, not submitted)"]
+            jobs.append(summary)
+    return sorted(jobs, key=lambda j: _natural(j.job))
+
+
+SWEEP_NAME = "sweep.json"
+
+
+def _natural(name: str) -> list:
+    import re
+
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+
+
+# ---- watching a sweep -----------------------------------------------------------------------
+
+# squeue states of a job that is gone for good, without bionn having recorded an end
+DEAD = {
+    "CANCELLED": "cancelled",
+    "OUT_OF_MEMORY": "out of memory",
+    "NODE_FAIL": "node failure",
+    "BOOT_FAIL": "node failure",
+    "FAILED": "failed outside training",
+    "TIMEOUT": "timed out",
+    "DEADLINE": "timed out",
+    "PREEMPTED": "preempted",
+    "REVOKED": "revoked",
+}
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+OK = {Status.COMPLETED.value, Status.EARLY_STOPPED.value}
+
+
+@dataclass
+class JobState:
+    """What --watch shows of one job: its state, a detail, and whether it has ended for good."""
+
+    num: int
+    run_dir: str
+    overrides: list[str]
+    job_id: str | None
+    state: str
+    detail: str = ""
+    ended: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.state in OK
+
+
+def watch_states(root: Path, queue: dict[str, str] | None) -> list[JobState]:
+    """Every recorded job of the sweep folder `root`, from its run folder and, where the cluster answers,
+    `queue` ({job id: squeue state}; None when there is no answer). SweepFolderError without a record."""
+    sweep = SweepFolder(root)
+    jobs = sweep.jobs()
+    ids = sweep.slurm_ids()
+    launch = sweep.last_launch() or {}
+    local = launch.get("launcher") == "local"
+    return [_job_state(sweep.run_folder(j), j, ids.get(j.num), None if local else queue) for j in jobs]
+
+
+def _job_state(folder: RunFolder, job: Any, job_id: str | None, queue: dict[str, str] | None) -> JobState:
+    state = JobState(job.num, job.run_dir, list(job.overrides), job_id, "unknown")
+    queued = queue.get(job_id) if (queue is not None and job_id) else None
+    try:
+        status = folder.status() if folder.is_run() and folder.attempts() else None
+    except (RunFolderError, OSError) as err:
+        state.detail = f"unreadable: {err}"
+        return state
+    if status in FINAL_STATUSES:
+        state.state, state.ended = status.value, True
+        if status == Status.FAILED:
+            error = _quiet(folder.error) or {}
+            state.detail = str(error.get("message") or "")[:120]
+        return state
+    if job_id is None:
+        state.state, state.ended = "not submitted", True
+        state.detail = "no launch submitted it (bionn-sweep resume DIR does)"
+        return state
+    if status is None:
+        if queue is None:
+            state.state = "pending"
+            state.detail = "no run folder yet" + ("" if job_id is None else "; the cluster does not answer")
+        elif queued in QUEUED or queued in ("RUNNING", "COMPLETING"):
+            state.state = "pending" if queued in QUEUED else "starting"
+        elif queued in DEAD:
+            state.state, state.ended = _died(queued)
+            state.detail = "never started"
+        else:
+            # Gone from the queue without a run folder: a job that never started can only have been
+            # cancelled (squeue forgets a cancelled pending array task at once), unless its log says it ran.
+            logs = sorted((folder.path.parent / ".submitit").rglob(f"{job_id}_*_log.err"))
+            if logs:
+                state.state, state.ended = _died(queued)
+                state.detail = f"started but made no run folder; its log: {logs[-1]}"
+            else:
+                state.state, state.ended = "cancelled", True
+                state.detail = "left the queue before it started"
+        return state
+    if status == Status.INTERRUPTED or (queue is not None and queued in QUEUED):
+        attempts = _quiet(folder.attempts) or []
+        reason = next((a.get("reason") for a in reversed(attempts) if a.get("reason")), None) or "interrupted"
+        if queue is not None and queued in QUEUED | {"RUNNING", "COMPLETING"}:
+            state.state = "requeued"
+            state.detail = f"{reason}; {'waiting to run again' if queued in QUEUED else 'starting again'}"
+        elif queue is not None and queued in DEAD:
+            state.state, state.ended = _died(queued)
+            state.detail = reason
+        else:
+            state.state, state.ended = "interrupted", True
+            state.detail = f"{reason}; not queued (bionn-sweep resume DIR resumes it)"
+        return state
+    if queue is not None and queued not in ("RUNNING", "COMPLETING", "COMPLETED"):
+        state.state, state.ended = _died(queued)
+        state.detail = "its last attempt never recorded an end"
+        return state
+    state.state = "running"
+    state.detail = _progress(folder)
+    return state
+
+
+def _died(queued: str | None) -> tuple[str, bool]:
+    if queued == "CANCELLED":
+        return "cancelled", True
+    why = DEAD.get(queued or "", "no longer queued: cancelled, out of memory or node failure")
+    return f"died without a trace ({why})", True
+
+
+def _progress(folder: RunFolder) -> str:
+    rows = _quiet(folder.history_rows) or []
+    config = (_quiet(folder.ledger) or _quiet(folder.info) or {}).get("config") or {}
+    epochs = (config.get("training") or {}).get("epochs")
+    if isinstance(epochs, int) and len(rows) >= epochs:
+        text = f"{len(rows)} of {epochs} epochs done, finishing"
+    else:
+        text = f"epoch {len(rows) + 1} of {epochs if epochs is not None else '?'}"
+    if rows and math.isfinite(rows[-1].get("val_loss", math.nan)):
+        text += f", last val_loss {rows[-1]['val_loss']:.4g}"
+    elif not (folder / HISTORY).exists():
+        text += " (starting)"
+    return text
+
+
+def _quiet(reader: Callable[[], Any]) -> Any:
+    try:
+        return reader()
+    except (RunFolderError, OSError):
+        return None
 
 
 def baseline_rows(jobs: list[JobSummary], provider: BaselineProvider | None) -> list[JobSummary]:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bionn.report.read import BASELINE, JobSummary, _is_number
+from bionn.report.read import BASELINE, JobState, JobSummary, _is_number
 from bionn.run_folder import ERROR, FINAL, Status
 
 # ---- tables -------------------------------------------------------------------------
@@ -197,3 +197,26 @@ def _cell(value: Any, digits: int = 4) -> str:
             return str(value)
         return f"{value:.{digits}f}" if digits < 4 else f"{value:.4g}"
     return str(value)
+
+
+def render_watch(root: Path, states: list[JobState], cluster_answers: bool, when: str) -> str:
+    """The --watch screen: one line per job with its state, and the counts."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.state] = counts.get(state.state, 0) + 1
+    common = set.intersection(*(set(s.overrides) for s in states)) if len(states) > 1 else set()
+    rows = [
+        [
+            f"#{s.num}",
+            " ".join(o for o in s.overrides if o not in common) or "-",
+            s.job_id or "-",
+            s.state,
+            s.detail or "",
+        ]
+        for s in states
+    ]
+    source = "run folders and squeue" if cluster_answers else "run folders (no answer from squeue)"
+    head = f"# Sweep {root} at {when} ({source})"
+    summary = f"{len(states)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    headers = ["job", "overrides", "job id", "state", "detail"]
+    return "\n".join([head, summary, "", markdown_table(headers, rows)])

@@ -12,6 +12,8 @@
 #   SLURM_LOCAL_FAKE_GPUS=2   N>0: advertise N fake GPUs (GRES gpu, device files are symlinks to
 #                             /dev/null) so --gpus-per-node=K jobs schedule and get CUDA_VISIBLE_DEVICES
 #                             (bionn's hydra/launcher=slurm asks for 1 GPU per job by default); 0 = none.
+#   SLURM_LOCAL_MAX_ARRAY_SIZE=3  jobs per array (MaxArraySize); small, so that a test sweep of 5 jobs
+#                             is split into several arrays (tests/test_sweeps.py).
 #   SLURM_LOCAL_PARTITION=debug   SLURM_LOCAL_CLUSTER=localcluster
 #   SLURM_LOCAL_TIMEOUT=60        seconds to wait for the node to become idle
 set -euo pipefail
@@ -21,6 +23,7 @@ PARTITION=${SLURM_LOCAL_PARTITION:-debug}
 CLUSTER=${SLURM_LOCAL_CLUSTER:-localcluster}
 WAIT=${SLURM_LOCAL_TIMEOUT:-60}
 FAKE_GPUS=${SLURM_LOCAL_FAKE_GPUS:-2}
+MAX_ARRAY=${SLURM_LOCAL_MAX_ARRAY_SIZE:-3}
 STATE=/var/lib/slurm/slurmctld      # Debian's default dirs (created by the packages)
 SPOOL=/var/lib/slurm/slurmd
 LOGDIR=/var/log/slurm
@@ -128,6 +131,7 @@ MailProg=/bin/true
 MinJobAge=300
 KillWait=5
 InactiveLimit=0
+MaxArraySize=$MAX_ARRAY
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Sockets=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$MEM$GRES_NODE State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
