@@ -106,6 +106,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
     import keras
     import tensorflow as tf
 
+    from bionn.baseline import reference_scores
     from bionn.data.dataset import KineticsDataset
     from bionn.data.pipeline import EpochClock
     from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
@@ -117,7 +118,8 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
         RunBackup,
         save_model,
     )
-    from bionn.nn.model import build_model, compile_model
+    from bionn.nn.model import build_model
+    from bionn.nn.optim import apply_precision, compile_for_training
 
     print_config_tree(cfg)
     strategy, worker = make_strategy(cfg.runtime.cpu_replicas)
@@ -134,9 +136,11 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
 
     # Scaled labels: the loss sees standardised labels, the model and metrics the original ones.
     label_scaling = (stats.label_mean, stats.label_std + STD_EPSILON) if cfg.training.scale_labels else None
+    apply_precision(cfg.training, f"conf/training/{cfg.training.name}.yaml")  # issue 16: dtype policy
+    steps_per_epoch = math.ceil(ds.split_size("train") / ds.batch_size)  # issue 16: schedule length
     with strategy.scope():
         model = build_model(cfg.model, ds.feature_shape, ds.n_labels, label_scaling)
-        r2 = compile_model(model, cfg.training.compile, label_scaling)
+        r2, schedule_callbacks = compile_for_training(model, cfg.training, steps_per_epoch, label_scaling)
 
     def evaluate(m: keras.Model) -> dict:
         results = {}
@@ -170,6 +174,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
         keras.callbacks.TerminateOnNaN(),
         *([keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))] if chief else []),
         *([early] if early else []),
+        *schedule_callbacks,  # issue 16: reduce-on-plateau
         backup,  # last: commits once the epoch's other files are written
     ]
     fit_started = time.time()
@@ -207,6 +212,7 @@ def _train(cfg: Any, run_dir: Path, started: float) -> float:
             "wall_time_s": round(time.time() - started, 3),
             "best_val_loss": min(val_losses) if val_losses else None,
             "evaluation": evaluation,
+            "reference": reference_scores(cfg.dataset, cfg.runtime.stats_cache_dir),  # issue 16
         },
     )
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # final_results.json now marks the run finished

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,33 @@ class SimulationConfig:
     svd_sign: str = "first_positive"
 
 
+# ---- issue 16: the label a dataset trains on (docs/accuracy.md "Label") -------------
+
+
+class Label(StrEnum):
+    """What the 12 label numbers are.
+
+    seed: C^T U_k, the seed project's label (absolute concentrations; not determined by
+    the features, ceiling about 0.93). relative: C^T U_k / (E0 + S0), the same with the
+    concentrations relative to the total initial concentration, which the features
+    determine (absolute = relative * (E0 + S0), both initial concentrations being known).
+    """
+
+    seed = "seed"
+    relative = "relative"
+
+
+# ---- end issue 16 block ---------------------------------------------------------------
+
+
 @dataclass
 class DatasetConfig:
     name: str = "dataset"
     parameters: ParametersConfig = field(default_factory=ParametersConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    # The label (issue 16): seed (default: imported seed datasets stay comparable) or relative.
+    label: Label = Label.seed
 
 
 RANGE_KEYS = ("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")
@@ -113,6 +135,9 @@ def check_dataset(cfg: Any, source: str = "dataset config") -> None:
         fail("simulation.mechanism", sim.mechanism, f"allowed: {', '.join(MECHANISMS)}")
     if sim.svd_sign not in SIGN_RULES:
         fail("simulation.svd_sign", sim.svd_sign, f"allowed: {', '.join(SIGN_RULES)}")
+    label = cfg.get("label", Label.seed)
+    if getattr(label, "value", label) not in [m.value for m in Label]:
+        fail("label", label, f"allowed: {', '.join(m.value for m in Label)}")
     if sim.n_times < 2:
         fail("simulation.n_times", sim.n_times, "need at least 2 time points")
     if not sim.t_stop > sim.t_start:
@@ -206,6 +231,48 @@ class ModelConfig:
     layers: list[Any] = field(default_factory=list)
 
 
+# ---- issue 16: learning-rate schedule, weight decay and speed options (docs/accuracy.md) ----
+
+
+class Schedule(StrEnum):
+    """How the learning rate moves over training (compile.learning_rate is the peak)."""
+
+    constant = "constant"
+    cosine = "cosine"
+    exponential = "exponential"
+    plateau = "plateau"
+
+
+class Precision(StrEnum):
+    """Keras dtype policy of the layers; the output layer and the loss always stay float32."""
+
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+@dataclass
+class ScheduleConfig:
+    """training.schedule: the learning rate per step; epochs may be fractional."""
+
+    name: Schedule = Schedule.constant
+    # Linear warm-up from 0 to the peak over this many epochs (0 = none); then the schedule.
+    warmup_epochs: float = 0.0
+    # cosine: from the peak down to final_fraction * peak at the last step.
+    final_fraction: float = 0.0
+    # exponential: multiplied by decay_rate every decay_epochs epochs.
+    decay_rate: float = 0.5
+    decay_epochs: float = 1.0
+    # plateau: multiplied by plateau_factor after plateau_patience epochs without a lower
+    # val_loss, never below min_learning_rate.
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_learning_rate: float = 0.0
+
+
+# ---- end issue 16 block ---------------------------------------------------------------
+
+
 @dataclass
 class CompileConfig:
     optimizer: str = "adam"
@@ -213,6 +280,8 @@ class CompileConfig:
     # Gradient values are clipped to [-clipvalue, clipvalue] (the older code used 1.0); null disables.
     clipvalue: float | None = 1.0
     loss: str = "mean_squared_error"
+    # Decoupled weight decay of the optimizer (issue 16; adamw's is 0.004); null = the optimizer's default.
+    weight_decay: float | None = None
     metrics: list[str] = field(
         default_factory=lambda: [
             "R_squared",
@@ -240,6 +309,14 @@ class TrainingConfig:
     # Train on labels standardised with the training statistics (label_mean, label_std);
     # the loss is then on that scale, every metric on the original scale (README "Accuracy").
     scale_labels: bool = True
+    # -- issue 16: learning-rate schedule and speed options (docs/accuracy.md) --
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Layer precision: float32, mixed_float16 or mixed_bfloat16 (output layer and loss stay float32).
+    precision: Precision = Precision.float32
+    # XLA-compile the training step.
+    jit_compile: bool = False
+    # Training steps per call into the compiled graph (fewer Python round trips; callbacks see every N-th).
+    steps_per_execution: int = 1
 
 
 @dataclass
@@ -314,7 +391,48 @@ def check_run(cfg: Any) -> None:
         fail("compile.learning_rate", t.compile.learning_rate, "must be > 0")
     if t.compile.clipvalue is not None and not t.compile.clipvalue > 0:
         fail("compile.clipvalue", t.compile.clipvalue, "must be > 0, or null for no clipping")
+    _check_training_controls(cfg, fail)
     if cfg.runtime.cpu_replicas < 1:
         raise ConfigError(f"runtime.cpu_replicas = {cfg.runtime.cpu_replicas!r} is invalid: must be >= 1")
     if not cfg.model.layers:
         raise ConfigError(f"conf/model/{cfg.model.name}.yaml: model.layers is empty: list at least one layer")
+
+
+# ---- issue 16: checks of the schedule, weight decay and speed options ------------------
+
+
+def _check_training_controls(cfg: Any, fail) -> None:
+    """Contradictory or out-of-range schedule, weight-decay and speed settings."""
+    t = cfg.training
+    s = t.schedule
+    if s.warmup_epochs < 0:
+        fail("schedule.warmup_epochs", s.warmup_epochs, "must be >= 0 (0 = no warm-up)")
+    if s.warmup_epochs > t.epochs or (s.warmup_epochs == t.epochs and s.name != Schedule.constant):
+        fail(
+            "schedule.warmup_epochs",
+            s.warmup_epochs,
+            f"the warm-up must end before the training does (training.epochs = {t.epochs})",
+        )
+    if not 0 <= s.final_fraction <= 1:
+        fail("schedule.final_fraction", s.final_fraction, "allowed: 0..1 (a fraction of the peak)")
+    if not 0 < s.decay_rate <= 1:
+        fail("schedule.decay_rate", s.decay_rate, "allowed: > 0 and <= 1 (a decay, not a growth)")
+    if not s.decay_epochs > 0:
+        fail("schedule.decay_epochs", s.decay_epochs, "must be > 0")
+    if not 0 < s.plateau_factor < 1:
+        fail("schedule.plateau_factor", s.plateau_factor, "allowed: > 0 and < 1")
+    if s.plateau_patience < 1:
+        fail("schedule.plateau_patience", s.plateau_patience, "must be >= 1")
+    if not 0 <= s.min_learning_rate < t.compile.learning_rate:
+        fail(
+            "schedule.min_learning_rate",
+            s.min_learning_rate,
+            f"allowed: >= 0 and < compile.learning_rate = {t.compile.learning_rate!r}",
+        )
+    if t.compile.weight_decay is not None and not t.compile.weight_decay >= 0:
+        fail("compile.weight_decay", t.compile.weight_decay, "must be >= 0, or null for the optimizer's own")
+    if t.steps_per_execution < 1:
+        fail("steps_per_execution", t.steps_per_execution, "must be >= 1")
+    if t.jit_compile and cfg.runtime.deterministic:
+        # Keras silently drops XLA when TensorFlow's op determinism is on.
+        fail("jit_compile", t.jit_compile, "needs runtime.deterministic=false (XLA is not deterministic)")

@@ -10,6 +10,7 @@ import keras
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError
+from bionn.nn.blocks import BLOCK_TYPES, RESIDUAL, Residual
 from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
 
 # Keyword arguments every Keras layer accepts through its base class.
@@ -21,7 +22,11 @@ def layer_class(type_name: str, where: str) -> type:
     if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)):
         known = sorted(n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n)))
         close = difflib.get_close_matches(type_name, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (any class in keras.layers)"
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else f" (any class in keras.layers, or {', '.join(BLOCK_TYPES)})"
+        )
         raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
     return cls
 
@@ -33,12 +38,17 @@ def layer_kwargs(cls: type) -> list[str]:
     return named + [k for k in _BASE_LAYER_KWARGS if k not in named]
 
 
-def make_layer(spec: Any, position: int, model_name: str) -> keras.layers.Layer:
+def make_layer(spec: Any, position: int | str, model_name: str) -> keras.layers.Layer:
+    """One layer of a spec; position is its index in model.layers (or the full path of a nested one)."""
     spec = OmegaConf.to_container(spec) if not isinstance(spec, dict) else dict(spec)
-    where = f"conf/model/{model_name}.yaml: model.layers[{position}]"
+    where = (
+        position if isinstance(position, str) else f"conf/model/{model_name}.yaml: model.layers[{position}]"
+    )
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f"{where}: a layer is a mapping with a 'type' key, got {spec!r}")
     kwargs = {k: v for k, v in spec.items() if k != "type"}
+    if spec["type"] == RESIDUAL:  # issue 16: y = x + f(x), f = its own list of layer specs
+        return _residual(kwargs, where, model_name)
     cls = layer_class(str(spec["type"]), where)
     valid = layer_kwargs(cls)
     for key in kwargs:
@@ -53,6 +63,17 @@ def make_layer(spec: Any, position: int, model_name: str) -> keras.layers.Layer:
         raise ConfigError(f"{where} ({spec['type']}): {err}") from None
 
 
+def _residual(kwargs: dict, where: str, model_name: str) -> Residual:
+    inner = kwargs.pop("layers", None)
+    if not isinstance(inner, list) or not inner:
+        raise ConfigError(f"{where} ({RESIDUAL}): 'layers' must be a non-empty list of layer specs")
+    extra = sorted(set(kwargs) - {"name"})
+    if extra:
+        raise ConfigError(f"{where} ({RESIDUAL}): unknown argument {extra[0]!r}; valid: layers, name")
+    layers = [make_layer(spec, f"{where}.layers[{i}]", model_name) for i, spec in enumerate(inner)]
+    return Residual(layers, **kwargs)
+
+
 def build_model(
     model_cfg: Any,
     input_shape: tuple[int, ...],
@@ -65,7 +86,10 @@ def build_model(
     final `Destandardise` layer maps them back, so the model predicts original-scale labels.
     """
     name = str(model_cfg.name)
-    layers = [make_layer(spec, i, name) for i, spec in enumerate(model_cfg.layers)]
+    specs = list(model_cfg.layers)
+    if keras.config.dtype_policy().name != "float32":  # mixed precision: the output layer stays float32
+        specs[-1] = {"dtype": "float32", **_as_dict(specs[-1])}
+    layers = [make_layer(spec, i, name) for i, spec in enumerate(specs)]
     model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
     try:
         outputs = model.output_shape[-1]
@@ -77,8 +101,12 @@ def build_model(
             f"(k x 4); end the model with Dense(units={n_outputs})"
         )
     if label_scaling is not None:
-        model.add(Destandardise(*label_scaling, name="destandardise"))
+        model.add(Destandardise(*label_scaling, name="destandardise", dtype="float32"))
     return model
+
+
+def _as_dict(spec: Any) -> Any:
+    return OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec
 
 
 def make_metric(name: str) -> keras.metrics.Metric:
@@ -93,11 +121,15 @@ def make_metric(name: str) -> keras.metrics.Metric:
         ) from None
 
 
-def check_compile(compile_cfg: Any) -> tuple[Any, Any, list[keras.metrics.Metric]]:
-    """Optimizer, loss and metrics of a compile config; ConfigError names any unknown one."""
-    options: dict[str, Any] = {"learning_rate": compile_cfg.learning_rate}
+def check_compile(compile_cfg: Any, learning_rate: Any = None) -> tuple[Any, Any, list[keras.metrics.Metric]]:
+    """Optimizer, loss and metrics of a compile config; ConfigError names any unknown one.
+
+    learning_rate: a schedule replacing compile_cfg.learning_rate (bionn.nn.optim)."""
+    options: dict[str, Any] = {"learning_rate": learning_rate or compile_cfg.learning_rate}
     if compile_cfg.clipvalue is not None:
         options["clipvalue"] = compile_cfg.clipvalue
+    if compile_cfg.get("weight_decay") is not None:
+        options["weight_decay"] = compile_cfg.weight_decay
     try:
         optimizer = keras.optimizers.get({"class_name": compile_cfg.optimizer, "config": options})
     except ValueError:
@@ -117,15 +149,27 @@ def check_compile(compile_cfg: Any) -> tuple[Any, Any, list[keras.metrics.Metric
 
 
 def compile_model(
-    model: keras.Model, compile_cfg: Any, label_scaling: tuple[Any, Any] | None = None
+    model: keras.Model,
+    compile_cfg: Any,
+    label_scaling: tuple[Any, Any] | None = None,
+    learning_rate: Any = None,
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
 ) -> PerOutputRSquared:
     """Optimizer by name with learning rate and clipvalue, loss by name, metrics by name,
     plus `r2_mean` (per-output R-squared, always); returns that metric (its `per_output()`
     holds the last evaluation's values). label_scaling=(mean, scale): the loss is taken on
-    standardised labels (`StandardisedLoss`), the metrics stay on the original scale."""
-    optimizer, loss, metrics = check_compile(compile_cfg)
+    standardised labels (`StandardisedLoss`), the metrics stay on the original scale.
+    learning_rate, jit_compile, steps_per_execution: see `bionn.nn.optim.compile_for_training`."""
+    optimizer, loss, metrics = check_compile(compile_cfg, learning_rate)
     if label_scaling is not None:
         loss = StandardisedLoss(str(compile_cfg.loss), *label_scaling)
     r2 = PerOutputRSquared(model.output_shape[-1])
-    model.compile(optimizer=optimizer, loss=loss, metrics=[*metrics, r2])
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=[*metrics, r2],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     return r2
