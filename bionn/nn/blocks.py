@@ -29,7 +29,8 @@ class Residual(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.inner:
-            layer.build(shape)
+            if not layer.built:  # a deserialised layer may come built
+                layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
         if shape[1:] != tuple(input_shape)[1:]:
             raise ValueError(

@@ -90,8 +90,8 @@ def build_model(
     if keras.config.dtype_policy().name != "float32":  # mixed precision: the output layer stays float32
         specs[-1] = {"dtype": "float32", **_as_dict(specs[-1])}
     layers = [make_layer(spec, i, name) for i, spec in enumerate(specs)]
-    model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
     try:
+        model = keras.Sequential([keras.Input(shape=input_shape), *layers], name=f"model_{name}")
         outputs = model.output_shape[-1]
     except (ValueError, AttributeError) as err:
         raise ConfigError(f"conf/model/{name}.yaml: the layers do not fit together: {err}") from None
