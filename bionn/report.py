@@ -134,6 +134,11 @@ def read_job(path: Path, root: Path) -> JobSummary:
     job.error = job.error or final.get("error")
     if isinstance(final.get("evaluation"), dict):
         job.test, job.test_source = dict(final["evaluation"].get("test") or {}), "final_results.json"
+        reference = final.get("reference") if isinstance(final.get("reference"), dict) else {}
+        # issue 16: the r2_mean of the label's ceiling and of the cached ridge, beside the run's r2_mean
+        for key in ("ceiling_r2", "ridge_r2"):
+            if f"{key}_mean" in reference:
+                job.test[key] = reference[f"{key}_mean"]
     elif status not in FINISHED:
         job.test, job.test_source = _latest_periodic_test(path, problems)
     config = (info or {}).get("config") if isinstance(info, dict) else None

@@ -310,3 +310,26 @@ def test_a_run_reports_the_label_ceiling_and_the_cached_ridge(tmp_path):
     assert final["status"] == "completed"
     assert final["reference"]["label"] == "relative" and final["reference"]["ceiling_r2_mean"] == 1.0
     assert final["reference"]["ridge_r2_mean"] == ridge["r2_mean"] and ridge["label"] == "relative"
+
+
+def test_sweep_report_shows_ceiling_and_ridge_beside_r2_mean(tmp_path):
+    import csv
+
+    from bionn import report
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=TR_relative\n")
+    final = {
+        "status": "completed",
+        "epochs_completed": 16,
+        "evaluation": {"test": {"loss": 0.1, "r2_mean": 0.93, "r2_per_output": [0.9] * 12}},
+        "reference": {"label": "relative", "ceiling_r2_mean": 1.0, "ridge_r2_mean": 0.7257},
+    }
+    (run / "final_results.json").write_text(json.dumps(final))
+    _, text = report.write_report(run, baseline=None)
+    header = next(line for line in text.splitlines() if line.startswith("| job"))
+    assert "test r2_mean | test ceiling_r2 | test ridge_r2" in header
+    with open(run / "summary.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["test_ceiling_r2"], row["test_ridge_r2"]) == ("1.0", "0.7257")
