@@ -29,6 +29,7 @@ import io
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ SEED_MODELS = ("A", "E", "P", "P2")
 TRAIN_SAMPLES = 50_000
 VAL_SAMPLES = 5_000
 TEST_SAMPLES = 5_000
-SEED_TRAIN_SAMPLES = 4_000
+SEED_TRAIN_SAMPLES = 2_048
 
 
 def splits_overrides(train: int, val: int, test: int) -> list[str]:
@@ -223,8 +224,11 @@ def main() -> None:
                 "target_met": models[best]["r2_mean"] >= TARGETS[key] and all(above),
                 "models": models,
             }
-            if not args.json:
-                print(f"{key}: {best} {models[best]['r2_mean']} (ridge {ridge['r2_mean']:.4f}), seed {seed}")
+            print(  # progress on stderr; stdout's last line is the JSON
+                f"{key}: {best} {models[best]['r2_mean']} (ridge {ridge['r2_mean']:.4f}), seed {seed}",
+                file=sys.stderr,
+                flush=True,
+            )
     if args.plot:
         plot(output, Path(args.plot))
     output["budget"] = {

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,8 +121,13 @@ def speed_options(args) -> dict:
             },
         }
         keras.config.set_dtype_policy("float32")
-        if not args.json:
-            print(model_name, results[model_name]["samples_per_s"], results[model_name]["ratio_to_float32"])
+        print(  # progress on stderr; stdout's last line is the JSON
+            model_name,
+            results[model_name]["samples_per_s"],
+            results[model_name]["ratio_to_float32"],
+            file=sys.stderr,
+            flush=True,
+        )
     return results
 
 
@@ -162,6 +168,7 @@ def accuracy(args) -> dict:
         predicted = model.predict(((test.features - fm) / fs)[..., None].astype("float32"), verbose=0)
         r2 = r2_per_output(test.labels, np.asarray(predicted, dtype=np.float64) * ls + lm)
         out[precision] = {"r2_mean": round(float(r2.mean()), 4), "fit_s": round(fit_s, 1)}
+        print("accuracy", precision, out[precision], file=sys.stderr, flush=True)
         keras.config.set_dtype_policy("float32")
     for res in out.values():
         res["difference_to_float32"] = round(res["r2_mean"] - out["float32"]["r2_mean"], 4)
