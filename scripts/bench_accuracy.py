@@ -130,6 +130,7 @@ def plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from bionn.io import atomic_write_bytes
 
@@ -138,12 +139,16 @@ def plot(results: dict, path: Path) -> None:
         for name, model in res["models"].items():
             x, y = zip(*model["curve"], strict=True)
             ax.plot(x, y, marker="o", label=name)
-        for name, r2 in res["seed_models"].items():
-            ax.scatter([res["seed_train_samples"]], [max(r2, -0.05)], marker="x", label=f"{name} (seed)")
+        for i, (name, r2) in enumerate(res["seed_models"].items()):
+            color = f"C{i + len(res['models'])}"
+            ax.scatter(
+                [res["seed_train_samples"]], [max(r2, -0.05)], marker="x", color=color, label=f"{name} (seed)"
+            )
         ax.axhline(res["ridge_r2_mean"], color="grey", ls="--", label="ridge")
         ax.axhline(res["ceiling_r2_mean"], color="black", ls=":", label="ceiling")
         ax.axhline(TARGETS[key], color="red", ls="-.", lw=0.8, label="target")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training samples seen")
         ax.set_title(f"{key} (label {LABELS[key]})")
         ax.grid(alpha=0.3)

@@ -90,7 +90,7 @@ def speed_options(args) -> dict:
     results = {}
     for model_name in args.models.split(","):
         batch = MODELS[model_name]
-        n = SAMPLES[model_name] * args.scale // batch * batch
+        n = max(batch, int(SAMPLES[model_name] * args.scale) // batch * batch)
         base = ["dataset=dmedium", f"dataset.shape.batch_size={batch}"]
         model_override = f"experiment={model_name}" if model_name == "TR" else f"model={model_name}"
         variants = {name: compose([model_override, *base, *extra]) for name, extra in options().items()}
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rounds", type=int, default=3, help="timed fits per model and option")
-    parser.add_argument("--scale", type=int, default=1, help="multiply the samples per timed fit")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the samples per timed fit")
     parser.add_argument("--acc-samples", type=int, default=ACC_TRAIN_SAMPLES)
     parser.add_argument("--input-steps", type=int, default=150, help="0 skips the input-cost part")
     parser.add_argument("--skip-accuracy", action="store_true")
