@@ -114,6 +114,9 @@ def test_a_precision_the_hardware_cannot_run_is_rejected_naming_key_value_and_al
     with pytest.raises(ConfigError, match=r"compute capability \[\(6, 1\)\], mixed_float16 needs >= 7\.0"):
         check_precision("mixed_float16", flags=set(), gpus=[(6, 1)])
     assert check_precision("mixed_float16", flags=set(), gpus=[(8, 0)]) is Precision.mixed_float16
+    # A CPU with fp16 units (this machine's has avx512_fp16): TensorFlow still has no float16 CPU kernels.
+    with pytest.raises(ConfigError, match=r"'mixed_float16' cannot run here: no GPU, and TensorFlow has no"):
+        check_precision("mixed_float16", flags={"avx512_fp16", "amx_fp16"}, gpus=[])
     assert check_precision("float32", flags=set(), gpus=[]) is Precision.float32
     with pytest.raises(ConfigError, match=r"training\.precision = 'float8' is invalid: allowed: float32"):
         check_precision("float8")

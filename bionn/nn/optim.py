@@ -22,10 +22,12 @@ from keras import ops
 
 from bionn.config.schema import ConfigError, Precision, Schedule
 
-# CPU feature flags (/proc/cpuinfo) that give native arithmetic of each mixed precision.
+# CPU feature flags (/proc/cpuinfo) with which TensorFlow's CPU kernels compute a mixed
+# precision natively (oneDNN). float16 has none: TensorFlow emulates it on every CPU, measured
+# 0.035x float32 for TR and 0.17x for P on an Intel Xeon with avx512_fp16 (BENCHMARKS.md).
 CPU_FLAGS = {
     Precision.mixed_bfloat16: ("avx512_bf16", "amx_bf16"),
-    Precision.mixed_float16: ("avx512_fp16", "amx_fp16"),
+    Precision.mixed_float16: (),
 }
 # Least CUDA compute capability with fast arithmetic of each mixed precision.
 GPU_CAPABILITY = {Precision.mixed_bfloat16: (8, 0), Precision.mixed_float16: (7, 0)}
@@ -66,8 +68,8 @@ def check_precision(
     """The precision if this machine has arithmetic units for it, else ConfigError.
 
     A GPU counts if its compute capability is at least GPU_CAPABILITY; without a GPU
-    the CPU must have one of CPU_FLAGS (emulated bf16/fp16 on a CPU without them is
-    several times slower than float32). flags and gpus default to this machine's.
+    the CPU must have one of CPU_FLAGS (bf16 only: TensorFlow emulates fp16 on CPUs,
+    many times slower than float32). flags and gpus default to this machine's.
     """
     allowed = ", ".join(p.value for p in Precision)
     try:
@@ -88,10 +90,16 @@ def check_precision(
         flags = cpu_flags() if flags is None else flags
         if any(f in flags for f in CPU_FLAGS[precision]):
             return precision
-        problem = (
-            f"no GPU, and the CPU lacks {' and '.join(CPU_FLAGS[precision])} (no native "
-            f"{precision.value.removeprefix('mixed_')} arithmetic)"
-        )
+        if CPU_FLAGS[precision]:
+            problem = (
+                f"no GPU, and the CPU lacks {' and '.join(CPU_FLAGS[precision])} (no native "
+                f"{precision.value.removeprefix('mixed_')} arithmetic)"
+            )
+        else:
+            problem = (
+                f"no GPU, and TensorFlow has no native {precision.value.removeprefix('mixed_')} "
+                "CPU kernels (emulated: many times slower than float32)"
+            )
     usable = [p.value for p in Precision if p is Precision.float32 or _native(p, flags, gpus)]
     raise ConfigError(
         f"{source}: training.precision = {precision.value!r} cannot run here: {problem}; "
