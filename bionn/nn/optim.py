@@ -200,7 +200,7 @@ class PlateauCallback(keras.callbacks.Callback):
 
 def learning_rate(
     training_cfg: Any, steps_per_epoch: int
-) -> tuple[LearningRate, list[keras.callbacks.Callback]]:
+) -> tuple[LearningRate | float, list[keras.callbacks.Callback]]:
     """The learning-rate schedule of a training config, and the callbacks it needs."""
     s = training_cfg.schedule
     name = Schedule(getattr(s.name, "value", s.name))
@@ -213,6 +213,8 @@ def learning_rate(
         decay_rate=s.decay_rate,
         decay_steps=float(s.decay_epochs) * steps_per_epoch,
     )
+    if name is Schedule.constant and rate.warmup_steps == 0:
+        return float(rate.peak), []  # a plain number: saved models load without bionn
     callbacks = []
     if name is Schedule.plateau:
         callbacks.append(PlateauCallback(rate, s.plateau_factor, s.plateau_patience, s.min_learning_rate))
