@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from bionn.config.schema import Label
 from bionn.data import kinetics
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
@@ -92,18 +93,21 @@ def fit_ridge(ds: KineticsDataset, max_train: int | None = None) -> dict[str, An
         "train_samples": n,
         "test_samples": test.count,
         "sign_rule": str(ds.cfg.simulation.svd_sign),
+        "label": ds.label.value,
     }
 
 
-def scale_ceiling(ds: KineticsDataset, split: str = "test") -> np.ndarray:
-    """Per-output R2 of the best possible predictor of a split: the features do not fix the scale.
+def label_ceiling(ds: KineticsDataset, split: str = "test") -> np.ndarray:
+    """Per-output R2 of the best possible predictor of a split, for the dataset's label.
 
     (k1, E0, S0) and (k1 / c, c E0, c S0) give the same trajectories up to the factor c,
-    hence (D being normalised) the same features, while the labels scale by c. Given
-    the features, E0 is therefore only known to lie in the interval that the parameter
-    ranges allow along that family, where its posterior is uniform (the map
-    (k1, E0, S0) -> (k1 E0, S0 / E0, E0) has Jacobian 1). The mean-square-optimal
-    prediction is the true label times mid(interval) / E0; no model can do better.
+    hence (D being normalised) the same features. The seed label scales by c: given the
+    features, E0 is only known to lie in the interval that the parameter ranges allow
+    along that family, where its posterior is uniform (the map (k1, E0, S0) ->
+    (k1 E0, S0 / E0, E0) has Jacobian 1), so the mean-square-optimal prediction is the
+    true label times mid(interval) / E0 (about 0.93 for the seed ranges). The relative
+    label (divided by E0 + S0) does not change along the family: its best prediction
+    is the label itself, ceiling 1 for every output.
     """
     p = ds.cfg.parameters
     lo, hi = ds.splits[split]
@@ -111,10 +115,25 @@ def scale_ceiling(ds: KineticsDataset, split: str = "test") -> np.ndarray:
     for start in range(lo, hi, _CHUNK):
         batch = ds.generate(np.arange(start, min(hi, start + _CHUNK)), concentrations=False)
         k1, e0, s0 = batch.kinetic[:, 0], batch.kinetic[:, 3], batch.kinetic[:, 4]
-        low = np.maximum.reduce([np.full_like(e0, p.E0_min), p.S0_min * e0 / s0, k1 * e0 / p.k1_max])
-        high = np.minimum.reduce([np.full_like(e0, p.E0_max), p.S0_max * e0 / s0, k1 * e0 / p.k1_min])
-        r2.update(batch.labels, batch.labels * ((low + high) / 2 / e0)[:, None])
+        if ds.label is Label.relative:
+            factor = np.ones_like(e0)
+        else:
+            low = np.maximum.reduce([np.full_like(e0, p.E0_min), p.S0_min * e0 / s0, k1 * e0 / p.k1_max])
+            high = np.minimum.reduce([np.full_like(e0, p.E0_max), p.S0_max * e0 / s0, k1 * e0 / p.k1_min])
+            factor = (low + high) / 2 / e0
+        r2.update(batch.labels, batch.labels * factor[:, None])
     return r2.per_output()
+
+
+def ceiling_summary(dataset_cfg: Any, split: str = "test") -> dict:
+    """`label`, `ceiling_r2_mean` and `ceiling_r2_per_output` of a dataset config's split."""
+    ds = dataset_cfg if isinstance(dataset_cfg, KineticsDataset) else KineticsDataset(dataset_cfg)
+    ceiling = label_ceiling(ds, split)
+    return {
+        "label": ds.label.value,
+        "ceiling_r2_mean": float(ceiling.mean()),
+        "ceiling_r2_per_output": [float(v) for v in ceiling],
+    }
 
 
 def baseline_key(ds: KineticsDataset, max_train: int | None = None) -> str:
@@ -171,3 +190,15 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def reference_scores(dataset_cfg: Any, cache_dir: str | os.PathLike | None = None) -> dict:
+    """What a run's test `r2_mean` is read against: the dataset label's ceiling and, when
+    cached, the ridge baseline (never fitted here). For final_results.json and the reports."""
+    ds = dataset_cfg if isinstance(dataset_cfg, KineticsDataset) else KineticsDataset(dataset_cfg)
+    ridge = cached_baseline(ds, cache_dir)
+    return {
+        **ceiling_summary(ds, "test"),
+        "ridge_r2_mean": ridge["r2_mean"] if ridge else None,
+        "ridge_r2_per_output": ridge["r2_per_output"] if ridge else None,
+    }

@@ -278,7 +278,8 @@ def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
     from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
     from bionn.distribute import make_strategy
     from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, ProgressLog, RunBackup
-    from bionn.nn.model import build_model, compile_model
+    from bionn.nn.model import build_model
+    from bionn.nn.optim import apply_precision, compile_for_training
 
     print_config_tree(cfg)
     strategy, worker = make_strategy(cfg.runtime.cpu_replicas)
@@ -295,9 +296,11 @@ def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
 
     # Scaled labels: the loss sees standardised labels, the model and metrics the original ones.
     label_scaling = (stats.label_mean, stats.label_std + STD_EPSILON) if cfg.training.scale_labels else None
+    apply_precision(cfg.training, config_file("training"))  # the dtype policy, before the model is built
+    steps_per_epoch = math.ceil(ds.split_size("train") / ds.batch_size)  # the schedule's length
     with strategy.scope():
         model = build_model(cfg.model, ds.feature_shape, ds.n_labels, label_scaling)
-        r2 = compile_model(model, cfg.training.compile, label_scaling)
+        r2, schedule_callbacks = compile_for_training(model, cfg.training, steps_per_epoch, label_scaling)
     if chief:
         folder.write_json(INFO, _info(cfg, ds, stats, model, strategy, worker))
 
@@ -340,6 +343,7 @@ def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
         *([keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD))] if chief else []),
         *([early] if early else []),
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
+        *schedule_callbacks,  # reduce-on-plateau
         backup,  # last: commits once the epoch's other files are written
     ]
     return training
@@ -365,6 +369,7 @@ def fit(training: Training) -> float:
 
 def finish(training: Training, fit_time: float, started: float) -> float:
     """Evaluate, save the model, plots and final_results.json; returns the validation loss."""
+    from bionn.baseline import reference_scores
     from bionn.nn.callbacks import save_model
 
     folder = training.folder
@@ -392,6 +397,8 @@ def finish(training: Training, fit_time: float, started: float) -> float:
             "wall_time_s": round(time.time() - started, 3),
             "best_val_loss": min(val_losses) if val_losses else None,
             "evaluation": evaluation,
+            # what test r2_mean is read against: the label's ceiling and, when cached, the ridge baseline
+            "reference": reference_scores(training.cfg.dataset, training.cfg.runtime.stats_cache_dir),
         },
     )
     remove_backup(folder)  # final_results.json now marks the run finished

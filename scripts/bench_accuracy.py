@@ -1,67 +1,166 @@
-"""Accuracy of the seed architectures under a fixed training budget, against the ridge baseline.
+"""Accuracy per label under a fixed sample budget: the shipped models, the seed models, ridge, ceiling.
 
-Budget (samples and epochs, not wall time). One dataset for all: dmedium's
-distribution (every seed dataset draws from the same ranges) with a training
-split of TRAIN_SAMPLES that is drawn fresh every epoch (`fresh_train_each_epoch`,
-as the older code's unlimited data), a fixed validation split of VAL_SAMPLES and
-a fixed test split of TEST_SAMPLES, batch 64. Architecture X trains EPOCHS[X]
-epochs, i.e. EPOCHS[X] * TRAIN_SAMPLES distinct samples. The epochs keep all
-four within 40 minutes on 2 CPU cores shared with other jobs (BENCHMARKS.md):
-A, E and P2 get 3-5 minutes each (P2 costs ~15x P per sample), P, the cheapest
-per sample and the best per CPU second in our runs, gets the largest share. Training
-options: the defaults (adam, learning rate 1e-3, clipvalue 1, MSE) plus
---scale-labels and --sign-rule; no early stopping.
+One run trains, for each label (`seed_label`: the seed's C^T U_k; `scale_free`:
+the same relative to E0 + S0, docs/accuracy.md), on dmedium's distribution:
 
-The ridge baseline (`bionn.baseline`) is fitted on the same training split
-(epoch 0's samples) and scored on the same test split. `ceiling` is the
-best any model can score on that test split: the features do not determine the
-absolute concentration scale (`bionn.baseline.scale_ceiling`).
+- the shipped models (MODELS, each through its conf/experiment/ config) on
+  TRAIN_SAMPLES fresh training samples per epoch for their experiment's epochs,
+  evaluated on every split every `save_interval` epochs: the learning curve
+  (test `r2_mean` against training samples seen);
+- the four seed architectures on a budget of SEED_TRAIN_SAMPLES (one epoch, the
+  seed defaults: adam 1e-3, batch 64) with their own split of the same
+  distribution (their test split is the same size but other samples: P2 costs
+  about 15 times P per sample, so the shipped budget is out of reach for them);
+- ridge (`bionn.baseline`) fitted on the shipped models' training split (epoch 0's
+  TRAIN_SAMPLES samples) and the label's ceiling (`bionn.baseline.label_ceiling`),
+  both on the shipped models' test split.
 
-Prints one JSON object as its last line: per architecture and for the baseline,
-`r2_mean` and `r2_per_output` on the test split (original label scale), the
-pooled `r_squared`, training time, the budget and the options used.
+Budget in samples and epochs, not in wall time (BENCHMARKS.md records the wall
+time and the machine's load). Prints one JSON object as its last line:
+{"seed_label": {...}, "scale_free": {...}, ...}, each with best_model, r2_mean,
+r2_per_output, ridge_r2_mean, ceiling_r2_mean, outputs_above_ridge, seed_models
+and the learning curves; --plot writes the learning curves as a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHITECTURES = ("A", "E", "P", "P2")
-EPOCHS = {"A": 5, "E": 6, "P": 48, "P2": 1}
-TRAIN_SAMPLES = 4000
-VAL_SAMPLES = 1000
-TEST_SAMPLES = 2000
+LABELS = {"seed_label": "seed", "scale_free": "relative"}
+TARGETS = {"seed_label": 0.90, "scale_free": 0.97}
+MODELS = ("TR",)
+SEED_MODELS = ("A", "E", "P", "P2")
+TRAIN_SAMPLES = 50_000
+VAL_SAMPLES = 5_000
+TEST_SAMPLES = 5_000
+SEED_TRAIN_SAMPLES = 2_048
 
 
-def compose_arch(arch: str, epochs: int, args, cache: Path):
+def splits_overrides(train: int, val: int, test: int) -> list[str]:
+    total = train + val + test
+    return [
+        f"dataset.shape.n_samples={total}",
+        f"dataset.shape.splits=[{train / total!r},{val / total!r},{1 - train / total - val / total!r}]",
+    ]
+
+
+def compose(overrides: list[str]):
     from bionn.config.compose import compose_run
 
-    total = args.train_samples + args.val_samples + args.test_samples
-    splits = [args.train_samples / total, args.val_samples / total]
-    overrides = [
-        f"model={arch}",
+    return compose_run(*overrides, conf=ROOT / "conf")
+
+
+def common(label: str, cache: Path) -> list[str]:
+    return [
         "dataset=dmedium",
-        f"dataset.shape.n_samples={total}",
-        f"dataset.shape.splits=[{splits[0]!r},{splits[1]!r},{1 - splits[0] - splits[1]!r}]",
+        f"dataset.label={label}",
         "dataset.shape.fresh_train_each_epoch=true",
         "dataset.shape.n_shards=8",
-        f"dataset.simulation.svd_sign={args.sign_rule}",
-        f"training.epochs={epochs}",
-        f"training.scale_labels={str(args.scale_labels).lower()}",
-        f"training.use_stats_of={args.train_samples}",
-        "training.save_interval=0",
         "training.early_stopping_patience=0",
         "training.verbose=0",
         f"runtime.stats_cache_dir={cache}",
     ]
-    return compose_run(*overrides, conf=ROOT / "conf")
+
+
+def shipped_run(model: str, label: str, args, cache: Path):
+    overrides = [f"experiment={model}", *common(label, cache)]
+    overrides += splits_overrides(args.train_samples, args.val_samples, args.test_samples)
+    if args.epochs:
+        overrides.append(f"training.epochs={args.epochs}")
+    return compose(overrides)
+
+
+def seed_run(arch: str, label: str, args, cache: Path):
+    overrides = [f"model={arch}", *common(label, cache), "training.epochs=1", "training.save_interval=0"]
+    overrides += splits_overrides(args.seed_train_samples, args.val_samples, args.test_samples)
+    overrides.append(f"training.use_stats_of={args.seed_train_samples}")
+    return compose(overrides)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    import keras
+
+    from bionn.train import run
+
+    keras.backend.clear_session()
+    run(cfg, run_dir)
+    final = json.loads((run_dir / "final_results.json").read_text())
+    if final["status"] != "completed":
+        raise RuntimeError(f"{run_dir}: {final['status']}: {final.get('error')}")
+    test = final["evaluation"]["test"]
+    per_epoch = int(cfg.dataset.shape.n_samples * cfg.dataset.shape.splits[0] + 0.5)
+    curve = []
+    for path in sorted(run_dir.glob("results_epoch_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+        epoch = int(path.stem.rsplit("_", 1)[1])
+        r2 = json.loads(path.read_text())["evaluation"]["test"]["r2_mean"]
+        curve.append([epoch * per_epoch, round(r2, 4)])
+    seen = final["epochs_completed"] * per_epoch
+    if not curve or curve[-1][0] != seen:
+        curve.append([seen, round(test["r2_mean"], 4)])
+    return {
+        "r2_mean": round(test["r2_mean"], 4),
+        "r2_per_output": [round(v, 4) for v in test["r2_per_output"]],
+        "val_r2_mean": round(final["evaluation"]["validation"]["r2_mean"], 4),
+        "train_samples_seen": seen,
+        "training_time_s": final["training_time_s"],
+        "samples_per_s": round(seen / final["training_time_s"], 1),
+        "parameters": json.loads((run_dir / "info.json").read_text())["parameters"],
+        "precision": str(cfg.training.precision),
+        "curve": curve,
+        "reference": final["reference"],
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from bionn.io import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), sharey=True)
+    for ax, (key, res) in zip(axes, results.items(), strict=True):
+        for name, model in res["models"].items():
+            x, y = zip(*model["curve"], strict=True)
+            ax.plot(x, y, marker="o", label=name)
+        for i, (name, r2) in enumerate(res["seed_models"].items()):
+            color = f"C{i + len(res['models'])}"
+            ax.scatter(
+                [res["seed_train_samples"]], [max(r2, -0.05)], marker="x", color=color, label=f"{name} (seed)"
+            )
+        ax.axhline(res["ridge_r2_mean"], color="grey", ls="--", label="ridge")
+        ax.axhline(res["ceiling_r2_mean"], color="black", ls=":", label="ceiling")
+        ax.axhline(TARGETS[key], color="red", ls="-.", lw=0.8, label="target")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training samples seen")
+        ax.set_title(f"{key} (label {LABELS[key]})")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test r2_mean")
+    axes[0].set_ylim(-0.05, 1.02)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def main() -> None:
@@ -69,94 +168,82 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
-    parser.add_argument("--epochs", type=int, help="epochs of every architecture (default: EPOCHS)")
+    parser.add_argument("--labels", default=",".join(LABELS), help="subset of seed_label,scale_free")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--seed-models", default=",".join(SEED_MODELS), help="'' for none")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs of the shipped models (default: their experiment's)"
+    )
     parser.add_argument("--train-samples", type=int, default=TRAIN_SAMPLES)
     parser.add_argument("--val-samples", type=int, default=VAL_SAMPLES)
     parser.add_argument("--test-samples", type=int, default=TEST_SAMPLES)
-    parser.add_argument("--scale-labels", type=int, choices=(0, 1), default=1)
-    parser.add_argument("--sign-rule", default="first_positive")
+    parser.add_argument("--seed-train-samples", type=int, default=SEED_TRAIN_SAMPLES)
+    parser.add_argument("--plot", help="write the learning curves to this PNG")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
 
-    import keras
     import tensorflow as tf
 
-    from bionn.baseline import cached_baseline, scale_ceiling
-    from bionn.data.dataset import KineticsDataset
-    from bionn.train import run
+    from bionn.baseline import cached_baseline
 
+    started, load_start = time.time(), os.getloadavg()
+    output: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         cache = out / "cache"
-        results: dict = {}
-        started = time.time()
-        for arch in args.architectures.split(","):
-            run_dir = out / arch
-            epochs = args.epochs or EPOCHS[arch]
-            cfg = compose_arch(arch, epochs, args, cache)
-            keras.backend.clear_session()
-            run(cfg, run_dir)
-            final = json.loads((run_dir / "final_results.json").read_text())
-            test = final["evaluation"]["test"]
-            results[arch] = {
-                "r2_mean": round(test["r2_mean"], 4),
-                "r2_per_output": [round(v, 4) for v in test["r2_per_output"]],
-                "r_squared": round(test["r_squared"], 4),
-                "val_r2_mean": round(final["evaluation"]["validation"]["r2_mean"], 4),
-                "epochs": epochs,
-                "train_samples_seen": epochs * args.train_samples,
-                "training_time_s": final["training_time_s"],
-                "parameters": json.loads((run_dir / "info.json").read_text())["parameters"],
+        for key in args.labels.split(","):
+            label = LABELS[key]
+            models = {
+                m: train(shipped_run(m, label, args, cache), out / key / m) for m in args.models.split(",")
             }
-            if not args.json:
-                print(f"{arch}: r2_mean {results[arch]['r2_mean']} in {final['training_time_s']:.0f} s")
-        ridge = cached_baseline(cfg.dataset, cache, compute=True)
-        results["ridge"] = {
-            "r2_mean": round(ridge["r2_mean"], 4),
-            "r2_per_output": [round(v, 4) for v in ridge["r2_per_output"]],
-            "r_squared": round(ridge["r_squared"], 4),
-            "alpha": ridge["alpha"],
-        }
-        ceiling = scale_ceiling(KineticsDataset(cfg.dataset), "test")
-        results["ceiling"] = {
-            "r2_mean": round(float(ceiling.mean()), 4),
-            "r2_per_output": [round(float(v), 4) for v in ceiling],
-        }
-    models = [a for a in results if a not in ("ridge", "ceiling")]
-    best = max(models, key=lambda a: results[a]["r2_mean"])
-    beats = [
-        m > r for m, r in zip(results[best]["r2_per_output"], results["ridge"]["r2_per_output"], strict=True)
-    ]
-    summary = {
-        "results": results,
-        "best": best,
-        "best_r2_mean": results[best]["r2_mean"],
-        "best_beats_ridge_on_outputs": sum(beats),
-        "target_met": results[best]["r2_mean"] >= 0.95 and all(beats),
-        "budget": {
-            "epochs": {a: results[a]["epochs"] for a in models},
-            "train_samples_per_epoch": args.train_samples,
-            "fresh_train_each_epoch": True,
-            "val_samples": args.val_samples,
-            "test_samples": args.test_samples,
-            "batch_size": int(cfg.dataset.shape.batch_size),
-        },
-        "options": {
-            "scale_labels": bool(args.scale_labels),
-            "svd_sign": args.sign_rule,
-            "optimizer": str(cfg.training.compile.optimizer),
-            "learning_rate": float(cfg.training.compile.learning_rate),
-            "loss": str(cfg.training.compile.loss),
-        },
-        "wall_time_s": round(time.time() - started, 1),
-        "tensorflow": tf.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            seed = {
+                a: train(seed_run(a, label, args, cache), out / key / a)["r2_mean"]
+                for a in filter(None, args.seed_models.split(","))
+            }
+            ridge = cached_baseline(
+                shipped_run(args.models.split(",")[0], label, args, cache).dataset, cache, True
+            )
+            best = max(models, key=lambda m: models[m]["r2_mean"])
+            reference = models[best]["reference"]
+            above = [
+                m > r for m, r in zip(models[best]["r2_per_output"], ridge["r2_per_output"], strict=True)
+            ]
+            output[key] = {
+                "label": label,
+                "best_model": best,
+                "r2_mean": models[best]["r2_mean"],
+                "r2_per_output": models[best]["r2_per_output"],
+                "ridge_r2_mean": round(ridge["r2_mean"], 4),
+                "ridge_r2_per_output": [round(v, 4) for v in ridge["r2_per_output"]],
+                "ceiling_r2_mean": round(reference["ceiling_r2_mean"], 4),
+                "ceiling_r2_per_output": [round(v, 4) for v in reference["ceiling_r2_per_output"]],
+                "outputs_above_ridge": sum(above),
+                "seed_models": seed,
+                "seed_train_samples": args.seed_train_samples,
+                "target_r2_mean": TARGETS[key],
+                "target_met": models[best]["r2_mean"] >= TARGETS[key] and all(above),
+                "models": models,
+            }
+            print(  # progress on stderr; stdout's last line is the JSON
+                f"{key}: {best} {models[best]['r2_mean']} (ridge {ridge['r2_mean']:.4f}), seed {seed}",
+                file=sys.stderr,
+                flush=True,
+            )
+    if args.plot:
+        plot(output, Path(args.plot))
+    output["budget"] = {
+        "train_samples_per_epoch": args.train_samples,
+        "fresh_train_each_epoch": True,
+        "val_samples": args.val_samples,
+        "test_samples": args.test_samples,
+        "seed_train_samples": args.seed_train_samples,
+        "ridge_train_samples": args.train_samples,
     }
-    if not args.json:
-        for name, r in results.items():
-            print(f"{name:>6}: r2_mean {r['r2_mean']:.4f}  per output {r['r2_per_output']}")
-    print(json.dumps(summary))
+    output["wall_time_s"] = round(time.time() - started, 1)
+    output["load_average_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
+    output["machine"] = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    output["tensorflow"] = tf.__version__
+    print(json.dumps(output))
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def test_baseline_script_prints_json_and_names_bad_datasets(tmp_path):
 def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one(ridge_dataset):
     from scipy.integrate import solve_ivp
 
-    from bionn.baseline import scale_ceiling
+    from bionn.baseline import label_ceiling
     from bionn.data.reference import rates, reference_sample
 
     ds = ridge_dataset
@@ -164,5 +164,5 @@ def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one
         atol=1e-14,
     ).y.T
     np.testing.assert_allclose(scaled, c * one["concentrations"], rtol=1e-7, atol=1e-12)
-    ceiling = scale_ceiling(ds, "test")
+    ceiling = label_ceiling(ds, "test")
     assert ceiling.shape == (12,) and 0.5 < ceiling.min() and ceiling.max() < 0.999

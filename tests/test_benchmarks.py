@@ -29,25 +29,38 @@ def test_bench_datagen_reports_speed_and_error():
     assert 0 < result["max_abs_error"] <= 1e-8
 
 
-def test_bench_train_reports_input_bound_ratio():
-    result = last_json("scripts/bench_train.py", "--steps", "3", "--dataset", "dtest")
-    assert result["samples_per_s_streamed"] > 0 and result["samples_per_s_in_memory"] > 0
-    assert result["input_bound_ratio"] == pytest.approx(
-        result["samples_per_s_in_memory"] / result["samples_per_s_streamed"], rel=0.01
+def test_bench_train_reports_each_option_per_model_and_the_precision_accuracy():
+    result = last_json(
+        "scripts/bench_train.py",
+        *("--models", "P,TR", "--rounds", "1", "--scale", "0.05"),
+        *("--acc-samples", "1024", "--input-steps", "3"),
+    )
+    for model in ("P", "TR"):
+        speeds = result["options"][model]["samples_per_s"]
+        assert {"float32", "xla", "steps_per_execution_8"} <= set(speeds) and min(speeds.values()) > 0
+        assert result["options"][model]["ratio_to_float32"]["float32"] == 1.0
+    accuracy = result["accuracy"]["results"]
+    assert accuracy["float32"]["difference_to_float32"] == 0 and -1 < accuracy["float32"]["r2_mean"] <= 1
+    assert result["input"]["input_bound_ratio"] == pytest.approx(
+        result["input"]["samples_per_s_in_memory"] / result["input"]["samples_per_s_streamed"], rel=0.01
     )
 
 
-def test_bench_accuracy_reports_per_output_r2_beside_ridge_and_ceiling():
+def test_bench_accuracy_reports_each_label_beside_ridge_ceiling_and_seed_models(tmp_path):
     result = last_json(
         "scripts/bench_accuracy.py",
-        *("--architectures", "P", "--epochs", "1"),
-        *("--train-samples", "320", "--val-samples", "64", "--test-samples", "128"),
+        *("--labels", "seed_label,scale_free", "--seed-models", "P", "--epochs", "2"),
+        *("--train-samples", "1024", "--val-samples", "512", "--test-samples", "512"),
+        *("--seed-train-samples", "256", "--plot", str(tmp_path / "curves.png")),
     )
-    for name in ("P", "ridge", "ceiling"):
-        per_output = result["results"][name]["r2_per_output"]
-        assert len(per_output) == 12 and result["results"][name]["r2_mean"] == pytest.approx(
-            sum(per_output) / 12, abs=1e-3
+    for key, ceiling in (("seed_label", (0.5, 0.99)), ("scale_free", (1.0, 1.0))):
+        res = result[key]
+        assert res["best_model"] == "TR" and len(res["r2_per_output"]) == 12
+        assert res["r2_mean"] == pytest.approx(sum(res["r2_per_output"]) / 12, abs=1e-3)
+        assert ceiling[0] <= res["ceiling_r2_mean"] <= ceiling[1] and -1 < res["ridge_r2_mean"] < 1
+        assert res["outputs_above_ridge"] == sum(
+            m > r for m, r in zip(res["r2_per_output"], res["ridge_r2_per_output"], strict=True)
         )
-    assert result["best"] == "P" and result["budget"]["epochs"] == {"P": 1}
-    assert result["options"]["scale_labels"] is True and result["options"]["svd_sign"] == "first_positive"
-    assert result["results"]["ceiling"]["r2_mean"] < 1
+        assert set(res["seed_models"]) == {"P"}
+        assert [point[0] for point in res["models"]["TR"]["curve"]] == [2048]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

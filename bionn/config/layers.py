@@ -26,6 +26,9 @@ from bionn.config.errors import ConfigError
 
 # Keyword arguments every Keras layer accepts through its base class.
 BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
+# The block bionn adds to keras.layers (bionn.nn.blocks): y = x + f(x), f = its own list of layer specs.
+RESIDUAL = "Residual"
+RESIDUAL_ARGUMENTS = ("layers", "name")
 
 
 @functools.cache
@@ -70,17 +73,21 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
         spec = OmegaConf.to_container(spec, resolve=True)
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ConfigError(f"{where}: a layer is a mapping with a 'type' string, got {spec!r}")
-    known = keras_layers()
+    known = {**keras_layers(), RESIDUAL: RESIDUAL_ARGUMENTS}
     type_name = spec["type"]
     if type_name not in known:
         close = difflib.get_close_matches(type_name, sorted(known), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (any class in keras.layers)"
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else f" (any class in keras.layers, or {RESIDUAL})"
+        )
         raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
     for key in spec:
         if key != "type" and key not in known[type_name]:
             raise ConfigError(
                 f"{where} ({type_name}): unknown argument {key!r}; valid: {', '.join(known[type_name])}"
             )
+    if type_name == RESIDUAL:
+        spec["layers"] = check_layers(spec.get("layers"), f"{where}.layers")
     return spec
 
 

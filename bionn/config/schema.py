@@ -113,6 +113,19 @@ class SimulationConfig:
     svd_sign: SignRule = SignRule.first_positive
 
 
+class Label(enum.StrEnum):
+    """What the 12 label numbers are.
+
+    seed: C^T U_k, the seed project's label (absolute concentrations; not determined by
+    the features, ceiling about 0.93). relative: C^T U_k / (E0 + S0), the same with the
+    concentrations relative to the total initial concentration, which the features
+    determine (absolute = relative * (E0 + S0), both initial concentrations being known).
+    """
+
+    seed = "seed"
+    relative = "relative"
+
+
 @dataclass
 class DatasetConfig:
     """The data: parameter ranges, size and splits, simulation (a file of conf/dataset/)."""
@@ -122,6 +135,8 @@ class DatasetConfig:
     parameters: ParametersConfig = field(default_factory=ParametersConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    # The label: seed (default: imported seed datasets stay comparable) or relative.
+    label: Label = Label.seed
 
 
 RANGE_KEYS = ("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")
@@ -248,6 +263,42 @@ class ModelConfig:
     layers: list[Any] = field(default_factory=list)
 
 
+class Schedule(enum.StrEnum):
+    """How the learning rate moves over training (compile.learning_rate is the peak)."""
+
+    constant = "constant"
+    cosine = "cosine"
+    exponential = "exponential"
+    plateau = "plateau"
+
+
+class Precision(enum.StrEnum):
+    """Keras dtype policy of the layers; the output layer and the loss always stay float32."""
+
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+@dataclass
+class ScheduleConfig:
+    """training.schedule: the learning rate per step; epochs may be fractional."""
+
+    name: Schedule = Schedule.constant
+    # Linear warm-up from 0 to the peak over this many epochs (0 = none); then the schedule.
+    warmup_epochs: float = 0.0
+    # cosine: from the peak down to final_fraction * peak at the last step.
+    final_fraction: float = 0.0
+    # exponential: multiplied by decay_rate every decay_epochs epochs.
+    decay_rate: float = 0.5
+    decay_epochs: float = 1.0
+    # plateau: multiplied by plateau_factor after plateau_patience epochs without a lower
+    # val_loss, never below min_learning_rate.
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_learning_rate: float = 0.0
+
+
 @dataclass
 class CompileConfig:
     """Optimizer, loss and metrics of Keras' compile."""
@@ -260,6 +311,8 @@ class CompileConfig:
     clipvalue: float | None = 1.0
     # Any keras.losses name (mean_squared_error, mean_absolute_error, huber, ...).
     loss: str = "mean_squared_error"
+    # Decoupled weight decay of the optimizer (adamw's is 0.004); null = the optimizer's default.
+    weight_decay: float | None = None
     # Any keras.metrics name, plus R_squared (the older project's pooled R-squared); every
     # evaluation also reports r2_per_output and r2_mean.
     metrics: list[str] = field(
@@ -309,6 +362,14 @@ class TrainingConfig:
     # Train on labels standardised with the training statistics (label_mean, label_std);
     # the loss is then on that scale, every metric on the original scale (docs/accuracy.md).
     scale_labels: bool = True
+    # Learning-rate schedule and speed options (docs/accuracy.md).
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Layer precision: float32, mixed_float16 or mixed_bfloat16 (output layer and loss stay float32).
+    precision: Precision = Precision.float32
+    # XLA-compile the training step.
+    jit_compile: bool = False
+    # Training steps per call into the compiled graph (fewer Python round trips; callbacks see every N-th).
+    steps_per_execution: int = 1
 
 
 @dataclass
@@ -390,6 +451,47 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
         fail("compile.learning_rate", t.compile.learning_rate, "must be > 0")
     if t.compile.clipvalue is not None and not t.compile.clipvalue > 0:
         fail("compile.clipvalue", t.compile.clipvalue, "must be > 0, or null for no clipping")
+    _check_training_controls(cfg, fail)
     if cfg.runtime.cpu_replicas < 1:
         raise ConfigError(f"runtime.cpu_replicas = {cfg.runtime.cpu_replicas!r} is invalid: must be >= 1")
     check_layers(cfg.model.layers, f"{config_file('model', hydra_cfg)}: model.layers")
+
+
+# ---- checks of the schedule, weight decay and speed options ----------------------------
+
+
+def _check_training_controls(cfg: Any, fail) -> None:
+    """Contradictory or out-of-range schedule, weight-decay and speed settings."""
+    t = cfg.training
+    s = t.schedule
+    if s.warmup_epochs < 0:
+        fail("schedule.warmup_epochs", s.warmup_epochs, "must be >= 0 (0 = no warm-up)")
+    if s.warmup_epochs > t.epochs or (s.warmup_epochs == t.epochs and s.name != Schedule.constant):
+        fail(
+            "schedule.warmup_epochs",
+            s.warmup_epochs,
+            f"the warm-up must end before the training does (training.epochs = {t.epochs})",
+        )
+    if not 0 <= s.final_fraction <= 1:
+        fail("schedule.final_fraction", s.final_fraction, "allowed: 0..1 (a fraction of the peak)")
+    if not 0 < s.decay_rate <= 1:
+        fail("schedule.decay_rate", s.decay_rate, "allowed: > 0 and <= 1 (a decay, not a growth)")
+    if not s.decay_epochs > 0:
+        fail("schedule.decay_epochs", s.decay_epochs, "must be > 0")
+    if not 0 < s.plateau_factor < 1:
+        fail("schedule.plateau_factor", s.plateau_factor, "allowed: > 0 and < 1")
+    if s.plateau_patience < 1:
+        fail("schedule.plateau_patience", s.plateau_patience, "must be >= 1")
+    if not 0 <= s.min_learning_rate < t.compile.learning_rate:
+        fail(
+            "schedule.min_learning_rate",
+            s.min_learning_rate,
+            f"allowed: >= 0 and < compile.learning_rate = {t.compile.learning_rate!r}",
+        )
+    if t.compile.weight_decay is not None and not t.compile.weight_decay >= 0:
+        fail("compile.weight_decay", t.compile.weight_decay, "must be >= 0, or null for the optimizer's own")
+    if t.steps_per_execution < 1:
+        fail("steps_per_execution", t.steps_per_execution, "must be >= 1")
+    if t.jit_compile and cfg.runtime.deterministic:
+        # Keras silently drops XLA when TensorFlow's op determinism is on.
+        fail("jit_compile", t.jit_compile, "needs runtime.deterministic=false (XLA is not deterministic)")

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from bionn.config.schema import SPLIT_NAMES, check_dataset, split_sizes
+from bionn.config.schema import SPLIT_NAMES, Label, check_dataset, split_sizes
 from bionn.data import kinetics
 
 # Stream number of the order shuffle's random numbers, apart from all sample streams.
@@ -92,6 +92,7 @@ class KineticsDataset:
         self.n_components = int(sim.n_components)
         self.mechanism = kinetics.MECHANISMS[sim.mechanism]
         self.sign_rule = kinetics.SIGN_RULES[sim.svd_sign]
+        self.label = dataset_label(cfg)
         self.t_start = float(sim.t_start)
         self.dt = (float(sim.t_stop) - self.t_start) / (self.n_times - 1)
         self.bounds = np.zeros((9, 2))
@@ -197,4 +198,12 @@ class KineticsDataset:
             out.concentrations,
             *extra,
         )
+        if self.label is Label.relative:  # C^T U_k / (E0 + S0): concentrations relative to the total
+            out.labels /= (out.kinetic[:, 3] + out.kinetic[:, 4])[:, None]
         return out
+
+
+def dataset_label(cfg: Any) -> Label:
+    """The label of a dataset config (`dataset.label`, seed when absent)."""
+    value = cfg.get("label", Label.seed)
+    return Label(getattr(value, "value", value))

@@ -20,8 +20,9 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from bionn.config.schema import Label
 from bionn.data import kinetics
-from bionn.data.dataset import KineticsDataset
+from bionn.data.dataset import KineticsDataset, dataset_label
 from bionn.io import atomic_save_npz
 
 # Added to the standard deviation before dividing (docs/data-model.md, "Normalisation").
@@ -74,6 +75,11 @@ def statistics_key(ds: KineticsDataset, count: int) -> str:
         "seed": ds.seed,
         "count": count,
     }
+    label = dataset_label(ds.cfg)
+    if (
+        label is not Label.seed
+    ):  # the labels' statistics depend on it (seed: the cache keys of earlier versions)
+        identity["label"] = label.value
     blob = json.dumps(identity, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 

@@ -111,6 +111,11 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
         )
     if isinstance(final.get("evaluation"), dict):
         job.test, job.test_source = dict(final["evaluation"].get("test") or {}), FINAL
+        reference = final.get("reference") if isinstance(final.get("reference"), dict) else {}
+        # beside the run's r2_mean: its label's ceiling and, when cached, the ridge baseline
+        for key in ("ceiling_r2", "ridge_r2"):
+            if f"{key}_mean" in reference:
+                job.test[key] = reference[f"{key}_mean"]
     elif status not in FINISHED:
         job.test, job.test_source = _latest_periodic_test(folder, problems)
     config = info.get("config")
