@@ -151,8 +151,10 @@ REQUEUE = [
     "requeue",
 ]  # SIGTERM (submitit ignores it), SIGKILL KillWait seconds later, start again
 PREEMPT = ["scancel", "--signal=USR2"]  # what a timeout or preemption sends: submitit requeues the job
-# Epochs of several seconds by data size (not by timing): an interruption lands while epochs remain.
-LONG = ["debug=quick", "dataset.shape.n_samples=8000", "training.epochs=6", "training.save_interval=0"]
+# Epochs of several seconds by data size (not by timing): after an attempt's first commit, five epochs
+# of 8,400 samples remain, several times Slurm's KillWait (5 s) even on a fast idle CPU, so a requeue's
+# SIGKILL lands while the job trains.
+LONG = ["debug=quick", "dataset.shape.n_samples=12000", "training.epochs=6", "training.save_interval=0"]
 
 
 def assert_resumed_attempts(run: Path, interruptions: int, epochs: int) -> list[dict]:
