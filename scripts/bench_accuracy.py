@@ -156,14 +156,9 @@ def plot(results: dict, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
+    from bionn.machine import cpu_model
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

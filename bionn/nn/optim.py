@@ -14,13 +14,13 @@ has no arithmetic units for. docs/accuracy.md documents the defaults.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import keras
 from keras import ops
 
 from bionn.config.schema import ConfigError, Precision, Schedule
+from bionn.machine import cpu_flags
 
 # CPU feature flags (/proc/cpuinfo) with which TensorFlow's CPU kernels compute a mixed
 # precision natively (oneDNN). float16 has none: TensorFlow emulates it on every CPU, measured
@@ -36,16 +36,6 @@ GPU_CAPABILITY = {Precision.mixed_bfloat16: (8, 0), Precision.mixed_float16: (7,
 def precision_of(training_cfg: Any) -> Precision:
     value = training_cfg.get("precision", Precision.float32)
     return Precision(getattr(value, "value", value))
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def gpu_capabilities() -> list[tuple[int, int]]:
