@@ -41,6 +41,18 @@ class TestLocalLauncherIntegration(IntegrationTestSuite):
 
 
 @pytest.fixture(autouse=True)
+def _hydra_default_version_base():
+    """Hydra's suites expect Hydra's default version base, as in a fresh process (their jobs chdir into
+    the job folder and log there); an earlier test's compose(version_base="1.3") in this process set 1.3."""
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    base = VersionBase.instance()
+    before, base.version_base = base.version_base, _UNSPECIFIED_
+    yield
+    base.version_base = before
+
+
+@pytest.fixture(autouse=True)
 def _cluster(request):
     """The Slurm classes need the local cluster: skip (or fail under BIONN_REQUIRE_SLURM=1) without it."""
     if "Slurm" in request.node.nodeid:
