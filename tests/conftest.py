@@ -42,6 +42,25 @@ def training_in_attempt(run_dir: Path, attempt: int) -> bool:
     return start is not None and committed > start
 
 
+def rescaled_concentrations(ds, sample: dict, c: float):
+    """Concentrations of `sample` (a reference_sample of ds) under the scale invariance (k1 / c, c E0,
+    c S0), solved with DOP853 at tight tolerances: every trajectory scales by c, the features do not."""
+    from scipy.integrate import solve_ivp
+
+    from bionn.data.reference import rates
+
+    k1, k2, k3, e0, s0 = sample["kinetic"]
+    return solve_ivp(
+        lambda t, y: rates(y, k1 / c, k2, k3, 0),
+        (ds.time[0], ds.time[-1]),
+        [c * e0, c * s0, 0.0, 0.0],
+        method="DOP853",
+        t_eval=ds.time,
+        rtol=1e-12,
+        atol=1e-14,
+    ).y.T
+
+
 def dataset_config(**overrides):
     """A DatasetConfig with dotted-key overrides, e.g. dataset_config(**{"shape.n_samples": 10})."""
     cfg = OmegaConf.structured(DatasetConfig)

@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, make_dataset
+from conftest import ROOT, make_dataset, rescaled_concentrations
 from omegaconf import OmegaConf
 
 from bionn.baseline import baseline_path, cached_baseline, fit_ridge
@@ -145,24 +145,14 @@ def test_baseline_script_prints_json_and_names_bad_datasets(tmp_path):
 
 
 def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one(ridge_dataset):
-    from scipy.integrate import solve_ivp
 
     from bionn.baseline import label_ceiling
-    from bionn.data.reference import rates, reference_sample
+    from bionn.data.reference import reference_sample
 
     ds = ridge_dataset
     one = reference_sample(ds, 0)
-    k1, k2, k3, e0, s0 = one["kinetic"]
     c = 1.4  # (k1 / c, c E0, c S0): every trajectory scales by c, so D / ||D|| (the features) does not
-    scaled = solve_ivp(
-        lambda t, y: rates(y, k1 / c, k2, k3, 0),
-        (ds.time[0], ds.time[-1]),
-        [c * e0, c * s0, 0.0, 0.0],
-        method="DOP853",
-        t_eval=ds.time,
-        rtol=1e-12,
-        atol=1e-14,
-    ).y.T
+    scaled = rescaled_concentrations(ds, one, c)
     np.testing.assert_allclose(scaled, c * one["concentrations"], rtol=1e-7, atol=1e-12)
     ceiling = label_ceiling(ds, "test")
     assert ceiling.shape == (12,) and 0.5 < ceiling.min() and ceiling.max() < 0.999

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import composed, make_dataset
+from conftest import composed, make_dataset, rescaled_concentrations
 from omegaconf import OmegaConf
 
 from bionn.baseline import cached_baseline, label_ceiling
@@ -117,9 +117,7 @@ def test_a_precision_the_hardware_cannot_run_is_rejected_naming_key_value_and_al
 
 
 def test_relative_label_is_the_seed_label_over_the_total_and_does_not_see_the_scale():
-    from scipy.integrate import solve_ivp
-
-    from bionn.data.reference import rates, reference_sample
+    from bionn.data.reference import reference_sample
 
     seed = make_dataset(
         **{"name": "s", "shape.n_samples": 700, "shape.batch_size": 16, "simulation.n_times": 81}
@@ -141,17 +139,9 @@ def test_relative_label_is_the_seed_label_over_the_total_and_does_not_see_the_sc
 
     # (k1 / c, c E0, c S0): same features, seed label times c, relative label unchanged.
     one = reference_sample(seed, 0)
-    k1, k2, k3, e0, s0 = one["kinetic"]
+    e0, s0 = one["kinetic"][3:]
     c = 1.3
-    conc = solve_ivp(
-        lambda t, y: rates(y, k1 / c, k2, k3, 0),
-        (seed.time[0], seed.time[-1]),
-        [c * e0, c * s0, 0.0, 0.0],
-        method="DOP853",
-        t_eval=seed.time,
-        rtol=1e-12,
-        atol=1e-14,
-    ).y.T
+    conc = rescaled_concentrations(seed, one, c)
     u = one["features"] / np.linalg.norm(one["features"], axis=0)
     scaled_label = (conc.T @ u).T.reshape(-1)
     np.testing.assert_allclose(scaled_label, c * one["labels"], rtol=1e-6)
