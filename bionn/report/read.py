@@ -26,6 +26,7 @@ from bionn.run_folder import (
     RunFolderError,
     Status,
     find_runs,
+    read_json,
 )
 from bionn.sweep_folder import SweepFolder, SweepFolderError
 
@@ -344,8 +345,8 @@ def _latest_periodic_test(folder: RunFolder, problems: list[str]) -> tuple[dict,
     """Test metrics of the newest results_epoch_N.json of an unfinished job, if any."""
     for _, file in reversed(folder.periodic_results()):
         try:
-            return dict(json.loads(file.read_text())["evaluation"]["test"]), file.name
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            return dict(read_json(file)["evaluation"]["test"]), file.name
+        except (ValueError, KeyError, TypeError) as err:  # RunFolderError is a ValueError
             problems.append(f"{file.name}: unreadable ({type(err).__name__})")
     return {}, ""
 
