@@ -10,9 +10,11 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from bionn.search.worker import is_search_worker, work
     from bionn.train import run
 
-    return run(cfg)
+    # A job of hparams_search=... is a search worker: it trains trials until the study has them all.
+    return work(cfg) if is_search_worker() else run(cfg)
 
 
 if __name__ == "__main__":

@@ -71,19 +71,20 @@ class Status(enum.StrEnum):
     COMPLETED = "completed"
     EARLY_STOPPED = "early_stopped"
     NAN = "nan"  # the loss became NaN or infinite: training stopped
+    PRUNED = "pruned"  # a hyperparameter search stopped this trial early (bionn.search)
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # signalled, requeued, killed: it resumes when run again
     RUNNING = "running"
 
 
-FINISHED = frozenset({Status.COMPLETED, Status.EARLY_STOPPED, Status.NAN})
+FINISHED = frozenset({Status.COMPLETED, Status.EARLY_STOPPED, Status.NAN, Status.PRUNED})
 FINAL_STATUSES = FINISHED | {Status.FAILED}
 
 
 class Outcome(enum.StrEnum):
     """How one attempt ended (None in the record while it runs)."""
 
-    COMPLETED = "completed"  # wrote final_results.json (status completed, early_stopped or nan)
+    COMPLETED = "completed"  # wrote final_results.json (status completed, early_stopped, nan or pruned)
     INTERRUPTED = "interrupted"
     FAILED = "failed"
 
@@ -287,8 +288,9 @@ class RunFolder:
         return _require_dict(self / BACKUP / BACKUP_STATE, read_json(self / BACKUP / BACKUP_STATE))
 
     def status(self) -> Status:
-        """completed / early_stopped / nan / failed from final_results.json; otherwise from the attempts:
-        interrupted when the last attempt ended so (or its process is gone from this host), else running."""
+        """completed / early_stopped / nan / pruned / failed from final_results.json; otherwise from the
+        attempts: interrupted when the last attempt ended so (or its process is gone from this host), else
+        running."""
         final = self.final()
         attempts = self.attempts()
         last = attempts[-1] if attempts else None

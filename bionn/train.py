@@ -71,8 +71,17 @@ def run_directory() -> Path:
         return Path.cwd()
 
 
-def run(cfg: Any, run_dir: Path | None = None) -> float:
-    """Train one composed config; returns the final validation loss (what a sweeper minimises)."""
+def run(
+    cfg: Any,
+    run_dir: Path | None = None,
+    callbacks: list[Any] | None = None,
+    overrides: list[str] | None = None,
+) -> float:
+    """Train one composed config; returns the final validation loss (what a sweeper minimises).
+
+    callbacks: extra Keras callbacks (a search's pruning, bionn.search); a callback with a true
+    `pruned` attribute at the end makes the run's status pruned. overrides: what .hydra/overrides.yaml
+    records, when the config was composed by bionn rather than by Hydra for this job (a search trial)."""
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))
@@ -94,11 +103,11 @@ def run(cfg: Any, run_dir: Path | None = None) -> float:
     with observe_signals(folder.note_signal if worker.is_chief else None) as signals:
         try:
             if worker.is_chief:
-                folder.write_hydra(_hydra_files(cfg))
+                folder.write_hydra(_hydra_files(cfg, overrides))
             check_run(cfg)
             if worker.is_chief and folder.ledger() is None:
                 folder.write_ledger(config)
-            training = build(cfg, folder, worker)
+            training = build(cfg, folder, worker, callbacks or [])
             fit_time = fit(training)
             return finish(training, fit_time, started)
         except BaseException as err:
@@ -220,10 +229,12 @@ def _sweep_report_collects_failures() -> bool:
     )
 
 
-def _hydra_files(cfg: Any) -> dict[str, str]:
+def _hydra_files(cfg: Any, overrides: list[str] | None = None) -> dict[str, str]:
     """What Hydra itself would write into .hydra/ (conf/train.yaml turns that off: the ledger is checked
-    first, so a refused run leaves the folder's .hydra/ as it was)."""
+    first, so a refused run leaves the folder's .hydra/ as it was); `overrides` replaces the job's own."""
     files = {"config.yaml": OmegaConf.to_yaml(cfg)}
+    if overrides is not None:
+        files["overrides.yaml"] = OmegaConf.to_yaml(OmegaConf.create(list(overrides)))
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -232,7 +243,7 @@ def _hydra_files(cfg: Any) -> dict[str, str]:
     except ValueError:
         return files
     files["hydra.yaml"] = OmegaConf.to_yaml(hydra_cfg)
-    files["overrides.yaml"] = OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)
+    files.setdefault("overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
     return files
 
 
@@ -269,7 +280,7 @@ class Training:
         return results
 
 
-def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
+def build(cfg: Any, folder: RunFolder, worker: Worker, extra_callbacks: list[Any] = ()) -> Training:
     import keras
     import tensorflow as tf
 
@@ -344,6 +355,7 @@ def build(cfg: Any, folder: RunFolder, worker: Worker) -> Training:
         *([early] if early else []),
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *schedule_callbacks,  # reduce-on-plateau
+        *extra_callbacks,  # a search's pruning: before the commit, so a pruned epoch is committed
         backup,  # last: commits once the epoch's other files are written
     ]
     return training
@@ -380,6 +392,8 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         status = Status.NAN
+    elif any(getattr(callback, "pruned", False) for callback in training.callbacks):
+        status = Status.PRUNED
     elif training.early is not None and training.early.stopped_epoch > 0:
         status = Status.EARLY_STOPPED
     else:

@@ -26,9 +26,10 @@ from bionn.config.errors import ConfigError
 
 # Keyword arguments every Keras layer accepts through its base class.
 BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
-# The block bionn adds to keras.layers (bionn.nn.blocks): y = x + f(x), f = its own list of layer specs.
+# The block bionn adds to keras.layers (bionn.nn.blocks): y = x + f(x), f = its own list of layer specs;
+# `repeat: n` stands for n such blocks in a row, each with its own weights (a depth a search can vary).
 RESIDUAL = "Residual"
-RESIDUAL_ARGUMENTS = ("layers", "name")
+RESIDUAL_ARGUMENTS = ("layers", "repeat", "name")
 
 
 @functools.cache
@@ -88,16 +89,29 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
             )
     if type_name == RESIDUAL:
         spec["layers"] = check_layers(spec.get("layers"), f"{where}.layers")
+        repeat = spec.get("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"{where} ({RESIDUAL}): repeat = {repeat!r} must be a whole number >= 1")
     return spec
 
 
 def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
-    """A non-empty list of layer specs, each checked (`where` names the file and key)."""
+    """A non-empty list of layer specs, each checked (`where` names the file and key); a Residual
+    block with `repeat: n` becomes n blocks (named <name>_1 ... <name>_n when it has a name)."""
     if isinstance(layers, ListConfig):
         layers = list(layers)
     if not isinstance(layers, list) or not layers:
         raise ConfigError(f"{where} must be a non-empty list of layers ({{type: Dense, units: 12}}, ...)")
-    return [check_layer_spec(spec, f"{where}[{i}]") for i, spec in enumerate(layers)]
+    checked = []
+    for i, spec in enumerate(layers):
+        spec = check_layer_spec(spec, f"{where}[{i}]")
+        repeat = spec.pop("repeat", 1) if spec["type"] == RESIDUAL else 1
+        for n in range(1, repeat + 1):
+            copy = dict(spec)
+            if repeat > 1 and "name" in copy:
+                copy["name"] = f"{copy['name']}_{n}"
+            checked.append(copy)
+    return checked
 
 
 def layer_arguments(spec: dict[str, Any]) -> dict[str, Any]:

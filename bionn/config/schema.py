@@ -258,6 +258,9 @@ class ModelConfig:
 
     # The model's name (its Keras name is model_<name>).
     name: str = "model"
+    # Named values the layers refer to as ${model.vars.<name>} (e.g. width, blocks): one key a
+    # hyperparameter search (hparams_search/) or an override varies for a whole model family.
+    vars: dict[str, Any] = field(default_factory=dict)
     # One {type: <a keras.layers class>, <its arguments>} per layer; the input shape comes from the
     # data, and the last layer must give n_components x 4 outputs (12 by default).
     layers: list[Any] = field(default_factory=list)

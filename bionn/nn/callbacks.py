@@ -1,5 +1,5 @@
-"""Callbacks that keep a run folder trustworthy (data epoch, history, periodic results, backup) and
-tell the user how training goes (ProgressLog)."""
+"""Callbacks that keep a run folder trustworthy (data epoch, history, periodic results, backup),
+tell the user how training goes (ProgressLog) and a search how its trial goes (ReportEpochs)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,27 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def history(self) -> dict[str, list[float]]:
         return history_columns(self.rows)
+
+
+class ReportEpochs(keras.callbacks.Callback):
+    """Hand every epoch's `metric` to `report(epoch, value)`; when it answers True, stop training and
+    set `pruned` (bionn.train.finish then records the status pruned). A search's pruning (bionn.search)."""
+
+    def __init__(self, metric: str, report: Callable[[int, float], bool]):
+        super().__init__()
+        self.metric, self.report = metric, report
+        self.pruned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.metric not in logs:
+            raise KeyError(
+                f"the search's objective {self.metric!r} is not logged (logged: {', '.join(sorted(logs))})"
+            )
+        if self.report(epoch, float(logs[self.metric])):
+            log.info("pruned after epoch %d (%s %.4f)", epoch + 1, self.metric, float(logs[self.metric]))
+            self.pruned = True
+            self.model.stop_training = True
 
 
 class ProgressLog(keras.callbacks.Callback):

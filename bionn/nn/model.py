@@ -8,7 +8,7 @@ import keras
 from omegaconf import OmegaConf
 
 from bionn.config.errors import ConfigError
-from bionn.config.layers import RESIDUAL, check_layer_spec, layer_arguments
+from bionn.config.layers import RESIDUAL, check_layer_spec, check_layers, layer_arguments
 from bionn.config.sources import config_file
 from bionn.nn.blocks import Residual
 from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
@@ -42,7 +42,7 @@ def build_model(
     """
     name = str(model_cfg.name)
     source = source or config_file("model")
-    specs = list(model_cfg.layers)
+    specs = check_layers(model_cfg.layers, f"{source}: model.layers")  # Residual repeats spelled out
     if keras.config.dtype_policy().name != "float32":  # mixed precision: the output layer stays float32
         specs[-1] = {"dtype": "float32", **_as_dict(specs[-1])}
     layers = [make_layer(spec, f"{source}: model.layers[{i}]") for i, spec in enumerate(specs)]

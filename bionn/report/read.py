@@ -176,7 +176,7 @@ DEAD = {
     "REVOKED": "revoked",
 }
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
-OK = {Status.COMPLETED.value, Status.EARLY_STOPPED.value}
+OK = {Status.COMPLETED.value, Status.EARLY_STOPPED.value, Status.PRUNED.value}
 
 
 @dataclass
