@@ -194,13 +194,11 @@ def parse_param(key: str, value: Any, source: str, group: bool = False) -> Param
         raise SearchError(f"{where}: the key must be a config key such as training.compile.learning_rate")
     try:
         override = OverridesParser.create().parse_override(f"{key}={value}")
-    except HydraException as err:
+    except (HydraException, ValueError) as err:
         raise SearchError(f"{where}: not Hydra's sweep syntax ({err}); {_SYNTAX}") from None
     sweep = override.value()
     if isinstance(sweep, ChoiceSweep):
-        choices = tuple(sweep.list)
-        if not choices:
-            raise SearchError(f"{where}: an empty choice; {_SYNTAX}")
+        choices = tuple(sweep.list)  # Hydra's parser refuses an empty choice()
         if any(isinstance(c, list | dict) or c is None for c in choices):
             raise SearchError(f"{where}: choices must be numbers, strings or booleans")
         return Param(key, str(value), "choice", choices=choices, group=group)

@@ -27,7 +27,8 @@ SWEEPER_TARGET = "hydra_plugins.bionn_search.sweeper.SearchSweeper"
 
 
 def is_search_worker() -> bool:
-    """True in a job launched by the search sweeper (its hydra.sweeper is bionn's search)."""
+    """True in a job launched by the search sweeper (its hydra.sweeper is bionn's search); SearchError for
+    a search started without -m (it would train the base config once, not search)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -36,7 +37,15 @@ def is_search_worker() -> bool:
         return False
     from hydra.types import RunMode
 
-    return hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.sweeper.get("_target_") == SWEEPER_TARGET
+    if hydra_cfg.sweeper.get("_target_") != SWEEPER_TARGET:
+        return False
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        choice = hydra_cfg.runtime.choices.get("hparams_search")
+        raise SearchError(
+            f"hparams_search={choice} is a search: run it with -m (python train.py -m "
+            f"hparams_search={choice} ...); without -m nothing is searched"
+        )
+    return True
 
 
 def work(cfg: Any) -> float:

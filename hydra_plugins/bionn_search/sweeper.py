@@ -126,8 +126,15 @@ class SearchSweeper(Sweeper):
         try:
             return self.hydra_context.config_loader.load_sweep_config(self.config, kept + (overrides or []))
         except (HydraException, ValueError) as err:
+            from omegaconf.errors import OmegaConfBaseException
+
+            from bionn.config.schema import describe_omegaconf_error
+
+            cause = err.__cause__
+            omegaconf_error = isinstance(cause, OmegaConfBaseException)
+            detail = describe_omegaconf_error(cause) if omegaconf_error else str(err)
             what = f"hydra.sweeper.params {', '.join(overrides)}" if overrides else "the search's overrides"
-            raise SearchError(f"{spec.source}: {what}: the config refuses it ({err})") from None
+            raise SearchError(f"{spec.source}: {what}: the config refuses it ({detail})") from None
 
 
 _ABSENT = object()
@@ -142,4 +149,3 @@ def _check_metric(spec: SearchSpec, cfg: DictConfig) -> None:
             f"{spec.source}: hydra.sweeper.objective.metric = {spec.metric!r} is not logged by this "
             f"training (logged: {', '.join(logged)})"
         )
-

@@ -1,0 +1,195 @@
+"""An asynchronous hyperparameter search (docs/search.md): its definition, checked before any trial.
+
+Bad search definitions go through the real sweeper (`train.py -m hparams_search=...` in a subprocess,
+with the search file in a --config-dir): each is refused with the file, the key and the value named,
+and nothing is written into the sweep folder. A folder holding another search, or an unreadable study,
+is refused and left byte for byte as it was. The real searches (Slurm and local) are in
+tests/test_search_slurm.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from bionn.search.folder import JOURNAL, SEARCH, SearchFolder
+from bionn.search.space import SearchError, SearchSpec, logged_metrics, metric_direction
+from bionn.search.worker import trial_overrides
+
+SMOKE = {
+    "params": {
+        "training.compile.learning_rate": "tag(log, interval(1e-4, 1e-2))",
+        "model.vars.width": "choice(32, 64)",
+    },
+    "objective": {"metric": "val_r2_mean"},
+    "n_trials": 4,
+    "n_workers": 2,
+    "sampler": {"name": "tpe", "seed": 0},
+    "pruner": {"name": "median"},
+}
+
+
+def spec(**changes) -> SearchSpec:
+    return SearchSpec.from_config({**SMOKE, **changes}, "conf/hparams_search/x.yaml")
+
+
+def search(config_dir: Path, sweep: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "--config-dir",
+        str(config_dir),
+        "hparams_search=bad",
+        "hydra/launcher=local",
+        f"hydra.sweep.dir={sweep}",
+        *overrides,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def search_file(tmp_path: Path, params: dict[str, str], objective: str = "{metric: val_r2_mean}") -> Path:
+    config_dir = tmp_path / "conf"
+    (config_dir / "hparams_search").mkdir(parents=True)
+    lines = "\n".join(f"      {key}: {value}" for key, value in params.items())
+    (config_dir / "hparams_search" / "bad.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /hydra/sweeper: bionn_search\n  - override /model: TR\n"
+        f"hydra:\n  sweeper:\n    objective: {objective}\n    n_trials: 2\n    params:\n{lines}\n"
+    )
+    return config_dir
+
+
+def test_the_space_reads_hydras_sweep_syntax():
+    s = spec(
+        params={
+            "training.compile.learning_rate": "tag(log, interval(1e-4, 1e-2))",
+            "model.vars.blocks": "range(1, 4)",
+            "dataset.shape.batch_size": "choice(256, 512)",
+            "training.compile.weight_decay": "interval(0.0, 0.01)",
+        }
+    )
+    lr, blocks, batch, decay = s.params.values()
+    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-4, 1e-2, True)
+    assert (blocks.kind, blocks.low, blocks.high, blocks.step) == ("int", 1, 3, 1)  # range's stop is excluded
+    assert (batch.kind, batch.choices) == ("choice", (256, 512))
+    assert (decay.kind, decay.log) == ("float", False)
+    assert s.direction == "maximize" and s.split_and_metric() == ("validation", "r2_mean")
+    assert (
+        blocks.override(2) == "model.vars.blocks=2"
+        and lr.override(0.003) == "training.compile.learning_rate=0.003"
+    )
+    # A trial's overrides: the base ones, less those of searched keys, then the trial's values.
+    base = ["hparams_search=smoke", "model.vars.blocks=5", "training.epochs=4"]
+    assert trial_overrides(s, base, {"model.vars.blocks": 2}) == [
+        "hparams_search=smoke",
+        "training.epochs=4",
+        "model.vars.blocks=2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"params": {"training.compile.learning_rate": "interval(0.01, 0.001)"}},
+            "empty or inverted interval",
+        ),
+        ({"params": {"model.vars.blocks": "range(3, 3)"}}, "empty or inverted range"),
+        ({"params": {"model.vars.width": "choice()"}}, "not Hydra's sweep syntax"),
+        ({"params": {"training.compile.learning_rate": "tag(log, interval(0, 1))"}}, "positive lower bound"),
+        ({"params": {"training.epochs": "5"}}, "a fixed value is no search range"),
+        ({"params": {}}, "hydra.sweeper.params is empty"),
+        ({"objective": {"metric": "val_loss", "direction": "maximize"}}, "does not match"),
+        ({"objective": {"metric": "val_r2_mean", "direction": "upwards"}}, "allowed: maximize, minimize"),
+        (
+            {"pruner": {"name": "patience"}},
+            "allowed: median, percentile, threshold, successive_halving, none",
+        ),
+        ({"pruner": {"name": "threshold"}}, "needs lower or upper"),
+        ({"n_trials": 0}, "hydra.sweeper.n_trials = 0 must be a whole number >= 1"),
+        ({"enqueue": [{"model.vars.width": 48}]}, "model.vars.width = 48 is outside choice(32, 64)"),
+        ({"enqueue": [{"model.vars.depth": 2}]}, "model.vars.depth is not a searched key"),
+    ],
+)
+def test_a_bad_definition_names_the_file_key_and_value(changes, expected):
+    with pytest.raises(SearchError) as err:
+        spec(**changes)
+    assert expected in str(err.value) and "conf/hparams_search/x.yaml" in str(err.value)
+
+
+def test_metrics_and_directions_are_the_logged_ones():
+    logged = logged_metrics(["R_squared", "MeanSquaredError"])
+    assert {"loss", "r2_mean", "r_squared", "mean_squared_error", "val_r2_mean", "val_loss"} <= set(logged)
+    assert metric_direction("val_r2_mean") == "maximize" and metric_direction("val_loss") == "minimize"
+    assert metric_direction("val_mean_absolute_error") == "minimize" and metric_direction("val_auc") is None
+
+
+@pytest.mark.parametrize(
+    ("params", "objective", "expected"),
+    [
+        (
+            {"training.compile.lr": "interval(1e-4, 1e-2)"},
+            "{metric: val_r2_mean}",
+            ["training.compile.lr is no key of the composed config", "learning_rate"],
+        ),
+        (
+            {"training.precision": "choice(float32, float8)"},
+            "{metric: val_r2_mean}",
+            ["training.precision=float8", "float8", "mixed_bfloat16"],
+        ),
+        (
+            {"model.vars.blocks": "choice(0, 1)"},
+            "{metric: val_r2_mean}",
+            ["model.vars.blocks=0", "repeat = 0 must be a whole number >= 1"],
+        ),
+        (
+            {"model.vars.width": "choice(32, 64)"},
+            "{metric: val_auc, direction: maximize}",
+            ["objective.metric = 'val_auc' is not logged", "val_r2_mean"],
+        ),
+    ],
+)
+def test_the_sweeper_refuses_a_bad_search_before_any_trial(tmp_path, params, objective, expected):
+    config_dir = search_file(tmp_path, params, objective)
+    done = search(config_dir, tmp_path / "sweep")
+    assert done.returncode == 1, done.stderr[-2000:]
+    message = done.stderr
+    assert str(config_dir / "hparams_search" / "bad.yaml") in message, message
+    for text in expected:
+        assert text in message, message
+    assert "Traceback" not in message
+    sweep = tmp_path / "sweep"
+    assert (
+        not (sweep / JOURNAL).exists() and not (sweep / SEARCH).exists() and not (sweep / "workers").exists()
+    )
+
+
+def test_a_folder_with_another_search_or_an_unreadable_study_is_refused_and_left_as_it_was(tmp_path):
+    config_dir = search_file(tmp_path, {"model.vars.width": "choice(32, 64)"})
+    sweep = tmp_path / "sweep"
+    # The folder holds a search of another space (as an earlier command would have left it).
+    other = spec(params={"model.vars.width": "choice(16, 32)"})
+    SearchFolder(sweep).begin(other, ["hparams_search=bad"], "train")
+    before = {p.name: p.read_bytes() for p in sweep.iterdir()}
+    done = search(config_dir, sweep)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "holds another search" in done.stderr and "choice(16, 32)" in done.stderr, done.stderr
+    assert "choice(32, 64)" in done.stderr and "nothing was started" in done.stderr
+    assert {p.name: p.read_bytes() for p in sweep.iterdir()} == before
+
+    # An unreadable study is reported, never overwritten.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / JOURNAL).write_bytes(b'{"op_code": 0, "study_name": "bionn"\n\x00garbage\n')
+    done = search(config_dir, broken)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (
+        f"{broken / JOURNAL}: the study cannot be read" in done.stderr and "it was not changed" in done.stderr
+    )
+    assert (broken / JOURNAL).read_bytes() == b'{"op_code": 0, "study_name": "bionn"\n\x00garbage\n'
+    assert sorted(p.name for p in broken.iterdir()) == [JOURNAL]
