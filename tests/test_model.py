@@ -118,3 +118,14 @@ def test_the_static_layer_reader_agrees_with_the_imported_keras_layers():
             imported[name] = (*named, *(k for k in BASE_LAYER_KWARGS if k not in named))
     static = keras_layers()
     assert {n: static.get(n) for n in imported} == imported
+
+
+def test_model_vars_size_a_family_and_a_repeated_residual_block_has_weights_of_its_own():
+    """TR's width and number of residual blocks come from model.vars (what hparams_search=TR varies)."""
+    cfg = composed("model=TR", "model.vars.width=16", "model.vars.blocks=3")
+    model = build_model(cfg.model, (501, 3, 1), 12)
+    residual = [layer for layer in model.layers if type(layer).__name__ == "Residual"]
+    assert len(residual) == 3 and len({id(layer.inner[0]) for layer in residual}) == 3
+    assert residual[0].inner[0].units == 16 and model.layers[2].units == 16
+    with pytest.raises(ConfigError, match=r"repeat = 0 must be a whole number >= 1"):
+        build_model(composed("model=TR", "model.vars.blocks=0").model, (501, 3, 1), 12)
