@@ -27,8 +27,9 @@ SWEEPER_TARGET = "hydra_plugins.bionn_search.sweeper.SearchSweeper"
 
 
 def is_search_worker() -> bool:
-    """True in a job launched by the search sweeper (its hydra.sweeper is bionn's search); SearchError for
-    a search started without -m (it would train the base config once, not search)."""
+    """True in a job launched by the search sweeper (its hydra.sweeper is bionn's search). Without -m,
+    hparams_search=... trains the one composed config (a trial's .hydra/overrides.yaml run again), and
+    says that nothing is searched."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -41,10 +42,13 @@ def is_search_worker() -> bool:
         return False
     if hydra_cfg.mode != RunMode.MULTIRUN:
         choice = hydra_cfg.runtime.choices.get("hparams_search")
-        raise SearchError(
-            f"hparams_search={choice} is a search: run it with -m (python train.py -m "
-            f"hparams_search={choice} ...); without -m nothing is searched"
+        log.warning(
+            "hparams_search=%s without -m: training this one configuration, searching nothing "
+            "(a search: python train.py -m hparams_search=%s ...)",
+            choice,
+            choice,
         )
+        return False
     return True
 
 
