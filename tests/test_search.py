@@ -193,3 +193,51 @@ def test_a_folder_with_another_search_or_an_unreadable_study_is_refused_and_left
     )
     assert (broken / JOURNAL).read_bytes() == b'{"op_code": 0, "study_name": "bionn"\n\x00garbage\n'
     assert sorted(p.name for p in broken.iterdir()) == [JOURNAL]
+
+
+def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp_path):
+    """Which trial a worker trains next, with a real study in a real search folder."""
+    import json
+    import os
+    import socket
+    import time
+
+    s = spec(n_trials=3)
+    folder = SearchFolder(tmp_path)
+    folder.begin(s, ["hparams_search=smoke"], "train")
+
+    def worker_record(index: int, host: str, pid: int, age_s: float) -> None:
+        path = tmp_path / "workers" / str(index) / "worker.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"worker": index, "host": host, "pid": pid, "heartbeat_unix": time.time() - age_s})
+        )
+
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here, gone = socket.gethostname(), int(dead_pid.stdout)
+    # Worker 0 (this process, alive) takes trial 0; worker 1 takes a new trial 1 (0 has a live owner).
+    worker_record(0, here, os.getpid(), 0)
+    first = folder.claim(0, s, s.n_trials)
+    assert (first.number, first.resumed, first.run_dir) == (0, False, tmp_path / "trials" / "0")
+    assert folder.claim(1, s, s.n_trials).number == 1
+    # Worker 0 comes back (a requeue): it takes its own running trial back first.
+    again = folder.claim(0, s, s.n_trials)
+    assert (again.number, again.resumed, again.params) == (0, True, first.params)
+    # Worker 0's process is gone from this host: worker 2 takes its trial over, as the same trial.
+    worker_record(0, here, gone, 0)
+    taken = folder.claim(2, s, s.n_trials)
+    assert (taken.number, taken.resumed) == (0, True)
+    assert folder.trials()[0].user_attrs["worker"] == 2
+    # A worker on another host is dead once its heartbeat is older than dead_after_s.
+    worker_record(1, "elsewhere", 1, s.dead_after_s - 60)
+    worker_record(2, here, os.getpid(), 0)
+    assert folder.claim(3, s, s.n_trials).number == 2  # worker 1 is alive: a new trial, the last one
+    worker_record(3, here, os.getpid(), 0)
+    worker_record(1, "elsewhere", 1, s.dead_after_s + 1)
+    assert (folder.claim(4, s, s.n_trials).number, folder.trials()[1].user_attrs["worker"]) == (1, 4)
+    # Three trials exist and every one has a live owner: nothing is left to claim.
+    worker_record(4, here, os.getpid(), 0)
+    assert folder.claim(5, s, s.n_trials) is None
+    assert [t.number for t in folder.trials()] == [0, 1, 2]
