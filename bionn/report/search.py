@@ -147,6 +147,8 @@ def _trial_row(folder: SearchFolder, trial: Any) -> TrialRow:
         epoch = max(trial.intermediate_values)
         value = trial.intermediate_values[epoch]
     run_dir = str(attrs.get(RUN_DIR) or Path(TRIALS) / str(trial.number))
+    if RUN_DIR not in attrs and not (folder.path / run_dir).exists():
+        run_dir = "-"  # a waiting trial: no worker has taken it yet
     row = TrialRow(
         number=trial.number,
         state=state,
@@ -160,7 +162,7 @@ def _trial_row(folder: SearchFolder, trial: Any) -> TrialRow:
         error=str(attrs.get("error") or ""),
     )
     run = RunFolder(folder.path / run_dir)
-    if run.path.is_dir():
+    if run_dir != "-" and run.path.is_dir():
         try:
             row.epochs = len(run.history_rows())
         except RunFolderError as err:
@@ -498,7 +500,7 @@ def watch_lines(summary: SearchSummary) -> tuple[list[str], list[list[str]]]:
     rows = []
     for t in summary.trials:
         run = RunFolder(summary.root / t.run_dir)
-        if t.state == "running":
+        if t.state == "running" and t.run_dir != "-":
             detail = _progress(run) if run.path.is_dir() else "starting"
             status = _quiet(run.status) if run.is_run() else None
             if status is not None and status.value == "interrupted":
