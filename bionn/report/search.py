@@ -346,6 +346,7 @@ def render_search_png(summary: SearchSummary) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     params = summary.params or {k: None for t in summary.trials for k in t.params}
     panels = 1 + len(params)
@@ -370,7 +371,11 @@ def render_search_png(summary: SearchSummary) -> bytes:
             best = t.value if best is None else pick(best, t.value)
             xs.append(t.number)
             ys.append(best)
+        last = max(t.number for t in summary.trials)
+        if last > xs[-1]:  # the best so far holds up to the newest trial
+            xs, ys = [*xs, last], [*ys, ys[-1]]
         over.step(xs, ys, where="post", color="black", linewidth=1, label="best so far")
+    over.xaxis.set_major_locator(MaxNLocator(integer=True))
     over.set_xlabel("trial")
     over.set_ylabel(summary.metric)
     over.set_title(f"{summary.metric} over trials ({summary.direction})")
@@ -403,7 +408,14 @@ def _param_panel(ax: Any, key: str, param: Param | None, trials: list[TrialRow],
         ax.set_xticks(range(len(choices)), [str(c) for c in choices])
         ax.set_xlim(-0.5, len(choices) - 0.5)
     elif param is not None and param.log:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short range
+    elif param is not None and param.kind == "int":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(key.rsplit(".", 1)[-1] if len(key) > 28 else key)
     ax.set_ylabel(metric)
     ax.set_title(key, fontsize=9)
