@@ -203,6 +203,7 @@ def test_an_unreadable_search_record_is_a_named_note(study):
     assert len(summary.trials) == 7  # the study itself is still read
     _, text = write_report(folder.path, baseline=None)
     assert str(folder / SEARCH) in text
+    assert watch(folder.path, 0.01, io.StringIO()) == 2  # without the record, no end to watch for
 
 
 def test_a_folder_without_a_study_yet_is_a_note(tmp_path):

@@ -163,11 +163,14 @@ def watch(root: Path, interval: float, out: Any = None) -> int:
 def watch_search(root: Path, interval: float, out: Any) -> int:
     """--watch on a search folder: its trials (state, epoch progress, worker) and its workers, until the
     study has n_trials ended trials and none running (or no worker can go on). 0 if it has them and none
-    failed, 1 if not."""
+    failed, 1 if not; 2 if its search.json cannot be read."""
     clear = "\033[H\033[J" if out.isatty() else ""
     while True:
         queue = queue_states()
         summary = read_search(root)
+        if summary.record is None:  # without search.json the number of trials and workers is unknown
+            print(f"bionn-report: error: {'; '.join(summary.notes)}", file=sys.stderr)
+            return 2
         workers = worker_states(root, summary.n_workers or 0, queue)
         print(
             clear + render_search_watch(summary, workers, queue is not None, now()) + "\n",

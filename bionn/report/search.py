@@ -32,7 +32,17 @@ import yaml
 from bionn.report.read import _progress, _quiet, _yaml
 from bionn.report.render import markdown_table
 from bionn.run_folder import HYDRA, RunFolder, RunFolderError
-from bionn.search.folder import JOURNAL, OVERRIDES, OWNER, RUN_DIR, SEARCH, STUDY_NAME, TRIALS, SearchFolder
+from bionn.search.folder import (
+    JOURNAL,
+    OVERRIDES,
+    OWNER,
+    RUN_DIR,
+    SEARCH,
+    STUDY_NAME,
+    TRIALS,
+    WORKERS,
+    SearchFolder,
+)
 from bionn.search.space import Param, SearchError, parse_param
 
 SEARCH_FILES = ("search.csv", "best.yaml", "search.png")
@@ -476,8 +486,10 @@ def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> l
     except SweepFolderError:
         ids, local = {}, False
     queue = None if local else queue
+    # a re-launch may have asked for fewer workers than an earlier one left in workers/
+    found = [int(p.name) + 1 for p in (folder / WORKERS).glob("*") if p.name.isdigit()]
     states = []
-    for index in range(n_workers):
+    for index in range(max([n_workers, *found])):
         job_id = ids.get(index)
         queued = queue.get(job_id) if (queue is not None and job_id) else None
         record = folder.worker_record(index)
