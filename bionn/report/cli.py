@@ -25,6 +25,7 @@ from bionn.report.render import render_csv, render_markdown, render_png, render_
 from bionn.report.search import (
     SEARCH_FILES,
     is_search,
+    launched_on_cluster,
     read_search,
     render_search_watch,
     search_ended,
@@ -172,8 +173,9 @@ def watch_search(root: Path, interval: float, out: Any) -> int:
             print(f"bionn-report: error: {'; '.join(summary.notes)}", file=sys.stderr)
             return 2
         workers = worker_states(root, summary.n_workers or 0, queue)
+        asked = queue is not None and launched_on_cluster(root)
         print(
-            clear + render_search_watch(summary, workers, queue is not None, now()) + "\n",
+            clear + render_search_watch(summary, workers, asked, now()) + "\n",
             file=out,
             flush=True,
         )

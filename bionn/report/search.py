@@ -471,6 +471,17 @@ class WorkerState:
     active: bool = False  # alive, or waiting in the queue to start (again)
 
 
+def launched_on_cluster(root: Path) -> bool:
+    """False when the search's latest launch was local (squeue knows nothing of its workers)."""
+    from bionn.sweep_folder import SweepFolder, SweepFolderError
+
+    try:
+        sweep = SweepFolder(root)
+        return not sweep.exists() or (sweep.last_launch() or {}).get("launcher") != "local"
+    except SweepFolderError:
+        return True
+
+
 def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> list[WorkerState]:
     """Every worker of the search in `root`, from workers/<i>/worker.json and, where the cluster answers,
     `queue` ({job id: squeue state}; None when there is no answer)."""
@@ -480,12 +491,10 @@ def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> l
 
     folder = SearchFolder(root)
     try:
-        sweep = SweepFolder(root)
-        ids = sweep.slurm_ids() if sweep.exists() else {}
-        local = ((sweep.last_launch() or {}) if sweep.exists() else {}).get("launcher") == "local"
+        ids = SweepFolder(root).slurm_ids() if SweepFolder(root).exists() else {}
     except SweepFolderError:
-        ids, local = {}, False
-    queue = None if local else queue
+        ids = {}
+    queue = queue if launched_on_cluster(root) else None
     # a re-launch may have asked for fewer workers than an earlier one left in workers/
     found = [int(p.name) + 1 for p in (folder / WORKERS).glob("*") if p.name.isdigit()]
     states = []
