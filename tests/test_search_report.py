@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from bionn.report import write_report
 from bionn.report.cli import watch
-from bionn.report.search import read_search, search_ended, worker_states
+from bionn.report.search import group_overrides, read_search, search_ended, worker_states
 from bionn.run_folder import FINAL, HYDRA, RunFolder, fingerprint
 from bionn.search.folder import JOURNAL, SEARCH, Heartbeat, SearchFolder
 from bionn.search.space import SearchSpec
@@ -368,3 +368,19 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     trial = RunFolder(sweep / best.run_dir)
     assert RunFolder(again).ledger()["fingerprint"] == trial.ledger()["fingerprint"]
     assert RunFolder(again).final()["status"] == "completed"
+
+
+def test_best_yaml_names_each_config_group_choice_of_the_trial(tmp_path):
+    """The trial's own group overrides replace the choices its worker's Hydra record holds (a searched
+    group); an appended group (+group=option) is appended again; hparams_search, hydra/* and empty
+    optional groups are left out."""
+    choices = {"hparams_search": "smoke", "debug": None, "model": "TR", "dataset": "dtest", "extra": "x"}
+    choices["hydra/launcher"] = "local"
+    run = RunFolder(tmp_path)
+    run.write_hydra({"hydra.yaml": OmegaConf.to_yaml({"hydra": {"runtime": {"choices": choices}}})})
+    overrides = ["hparams_search=smoke", "model=P", "+extra=x", "training.epochs=3"]
+    assert group_overrides(tmp_path, overrides) == [
+        {"override model": "P"},
+        {"override dataset": "dtest"},
+        {"extra": "x"},
+    ]

@@ -326,19 +326,22 @@ def group_overrides(run: Path, overrides: list[str]) -> list[str | dict]:
         hydra_cfg = _yaml(hydra_file) or {}
     except RunFolderError as err:
         raise SearchError(f"{err}, so the trial's config groups are unknown; no best.yaml") from None
-    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices")
+    runtime = ((hydra_cfg.get("hydra") or {}) if isinstance(hydra_cfg, dict) else {}).get("runtime")
+    choices = runtime.get("choices") if isinstance(runtime, dict) else None
     if not isinstance(choices, dict):
         raise SearchError(
             f"{hydra_file}: no hydra.runtime.choices, so the trial's config groups are unknown; no best.yaml"
         )
     chosen = {str(k): v for k, v in choices.items()}
+    appended = set()  # +group=option: a group train.yaml does not list is appended, not overridden
     for override in overrides:
         key, _, value = override.partition("=")
-        key = key.lstrip("+")
-        if key in chosen and not override.startswith("~"):
-            chosen[key] = value
+        if key.lstrip("+") in chosen and not key.startswith("~"):
+            chosen[key.lstrip("+")] = value
+            if key.startswith("+"):
+                appended.add(key.lstrip("+"))
     return [
-        {f"override {group}": option}
+        {group if group in appended else f"override {group}": option}
         for group, option in chosen.items()
         if group != SEARCH_GROUP and not group.startswith("hydra/") and option not in (None, "null")
     ]
