@@ -6,10 +6,13 @@ R-squared per job, validation-loss curves overlaid), and prints the table.
 `SweepReport`, a Hydra callback listed in conf/train.yaml, does the same when a
 multirun ends and then exits non-zero if any job failed. `bionn-report DIR --watch`
 shows every job's state in a sweep folder (sweep.json, the run folders, squeue)
-until all have ended; it writes nothing (docs/sweeps.md).
+until all have ended; it writes nothing (docs/sweeps.md). In a search folder (one holding
+search.json, docs/search.md) it also writes search.csv, best.yaml and search.png, prints
+the trials by objective, and --watch shows the trials and the search's workers.
 
     read.py    run folders -> JobSummary (through bionn.run_folder; never raises)
     render.py  JobSummary -> table, summary.md, summary.csv, summary.png
+    search.py  a search folder's study -> its trials, search.csv, best.yaml, search.png, --watch
     cli.py     write_report, the command line and the Hydra callback
 
 Everything is read from disk (with submitit the jobs ran in other processes).

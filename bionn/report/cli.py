@@ -22,6 +22,16 @@ from bionn.report.read import (
     watch_states,
 )
 from bionn.report.render import render_csv, render_markdown, render_png, render_watch
+from bionn.report.search import (
+    SEARCH_FILES,
+    is_search,
+    launched_on_cluster,
+    read_search,
+    render_search_watch,
+    search_ended,
+    worker_states,
+    write_search,
+)
 from bionn.run_folder import ERROR, MARKERS, Status, now
 from bionn.slurm import queue_states
 from bionn.sweep_folder import SweepFolderError
@@ -33,9 +43,10 @@ SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 def write_report(
     root: Path, out: Path | None = None, baseline: BaselineProvider | None = ridge_baseline
 ) -> tuple[list[JobSummary], str]:
-    """Read every run under root, write summary.{csv,md,png} into out (default root).
+    """Read every run under root, write summary.{csv,md,png} into out (default root); in a search folder
+    also search.csv, best.yaml and search.png (bionn.report.search).
 
-    Returns the jobs (model runs, then baseline rows) and the markdown text.
+    Returns the jobs (model runs, then baseline rows) and the markdown text (the search's trials first).
     """
     root, out = Path(root), Path(out or root)
     if not root.is_dir():
@@ -52,7 +63,14 @@ def write_report(
     text = render_markdown(root, jobs, notes)
     atomic_write_bytes(out / "summary.csv", render_csv(jobs).encode())
     atomic_write_bytes(out / "summary.md", text.encode())
+    if is_search(root):
+        text = write_search(root, out) + "\n" + text
     return jobs, text
+
+
+def written_files(root: Path) -> tuple[str, ...]:
+    """The files write_report writes for root."""
+    return SUMMARY_FILES + (SEARCH_FILES if is_search(root) else ())
 
 
 class SweepReport(Callback):
@@ -75,7 +93,8 @@ class SweepReport(Callback):
                 f"bionn-report: could not report on {sweep_dir}: {type(err).__name__}: {err}", file=sys.stderr
             )
             raise SystemExit(1) from err
-        print("\n" + text + f"\nbionn-report: wrote {', '.join(SUMMARY_FILES)} in {sweep_dir}", flush=True)
+        files = ", ".join(written_files(sweep_dir))
+        print("\n" + text + f"\nbionn-report: wrote {files} in {sweep_dir}", flush=True)
         failed = [j for j in jobs if j.status == Status.FAILED]
         if failed:
             for job in failed:
@@ -96,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watch",
         action="store_true",
-        help="show every job's state until all ended (exit 0 if all completed, 1 if not); writes nothing",
+        help="show every job's state (a search: every trial and worker) until all ended (exit 0 if all "
+        "completed, 1 if not); writes nothing",
     )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between --watch refreshes")
     args = parser.parse_args(argv)
@@ -111,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(text)
     out = args.out or args.folder
-    print(f"bionn-report: wrote {', '.join(SUMMARY_FILES)} in {out} ({time.time() - started:.1f} s)")
+    files = ", ".join(written_files(Path(args.folder)))
+    print(f"bionn-report: wrote {files} in {out} ({time.time() - started:.1f} s)")
     return 0
 
 
@@ -120,6 +141,8 @@ def watch(root: Path, interval: float, out: Any = None) -> int:
     and squeue, until every job has ended. 0 if all completed (or stopped early), 1 if not, 2 without a
     sweep record."""
     out = out or sys.stdout
+    if is_search(root):
+        return watch_search(root, interval, out)
     clear = "\033[H\033[J" if out.isatty() else ""
     while True:
         queue = queue_states()
@@ -136,3 +159,40 @@ def watch(root: Path, interval: float, out: Any = None) -> int:
     verdict = "all completed" if not bad else f"{len(bad)} of {len(states)} did not complete"
     print(f"bionn-report: every job of {root} ended: {verdict}; the report: bionn-report {root}", file=out)
     return 1 if bad else 0
+
+
+def watch_search(root: Path, interval: float, out: Any) -> int:
+    """--watch on a search folder: its trials (state, epoch progress, worker) and its workers, until the
+    study has n_trials ended trials and none running (or no worker can go on). 0 if it has them and none
+    failed, 1 if not; 2 if its search.json cannot be read."""
+    clear = "\033[H\033[J" if out.isatty() else ""
+    while True:
+        queue = queue_states()
+        summary = read_search(root)
+        if summary.record is None:  # without search.json the number of trials and workers is unknown
+            print(f"bionn-report: error: {'; '.join(summary.notes)}", file=sys.stderr)
+            return 2
+        workers = worker_states(root, summary.n_workers or 0, queue)
+        asked = queue is not None and launched_on_cluster(root)
+        print(
+            clear + render_search_watch(summary, workers, asked, now()) + "\n",
+            file=out,
+            flush=True,
+        )
+        if search_ended(summary, workers):
+            break
+        time.sleep(interval)
+    counts = summary.counts()
+    ended = sum(counts.get(s, 0) for s in ("complete", "pruned", "failed"))
+    complete = summary.n_trials is not None and ended >= summary.n_trials and not counts.get("running")
+    verdict = (
+        f"{ended} of {summary.n_trials} trial(s) ended: "
+        + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
+        + ("" if complete else "; no worker is left to go on (the same command continues the search)")
+    )
+    print(
+        f"bionn-report: the search in {root} {'ended' if complete else 'stopped'}: {verdict}; "
+        f"the report: bionn-report {root}",
+        file=out,
+    )
+    return 0 if complete and not counts.get("failed") else 1

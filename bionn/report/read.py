@@ -28,6 +28,7 @@ from bionn.run_folder import (
     find_runs,
     read_json,
 )
+from bionn.search.folder import SEARCH
 from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 # A baseline provider maps a composed dataset config (a dict) and the run's statistics cache
@@ -132,12 +133,13 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
 
 
 def collect(root: Path) -> list[JobSummary]:
-    """Every run folder under root; in a sweep folder also every recorded job that has none yet."""
+    """Every run folder under root; in a sweep folder also every recorded job that has none yet (not in a
+    search folder: its recorded jobs are the workers, its runs the trials)."""
     root = Path(root)
     jobs = [read_job(folder, root) for folder in find_runs(root)]
     try:
         sweep = SweepFolder(root)
-        recorded = sweep.jobs() if sweep.exists() else []
+        recorded = sweep.jobs() if sweep.exists() and not (root / SEARCH).exists() else []
     except SweepFolderError as err:
         jobs.append(JobSummary(job=SWEEP_NAME, path=root, status="unknown", problems=[str(err)]))
         recorded = []
