@@ -9,6 +9,7 @@ folders' attempts, and which files were left untouched.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -86,6 +87,11 @@ def test_smoke_search_with_two_workers_accounts_for_every_trial_and_continues_to
     assert set(states(out).values()) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states(out).values()
     assert_trials_match_their_run_folders(out)
     # Two workers, each a Slurm array task, took trials as they came (no batch barrier), and ended.
+    # The report: the trials by objective, best first (complete ones), in search.csv; best.yaml written.
+    rows = list(csv.DictReader((out / "search.csv").open()))
+    assert sorted(int(r["number"]) for r in rows) == [0, 1, 2, 3]
+    complete = [float(r["objective"]) for r in rows if r["state"] == "complete"]
+    assert complete == sorted(complete, reverse=True) and (out / "best.yaml").exists()
     workers = [read(out / "workers" / str(i) / "worker.json") for i in (0, 1)]
     assert sorted(n for w in workers for n in w["trials"]) == [0, 1, 2, 3]
     assert all(w["trials"] and w["stopped"] and w["slurm"]["job_id"] for w in workers), workers
@@ -163,7 +169,8 @@ def test_a_killed_search_run_again_resumes_its_running_trials_and_repeats_no_fin
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()
     jobs = list(SweepFolder(out).slurm_ids().values())
-    subprocess.run(["scancel", *jobs], check=True)
+    # SIGKILL at once (scancel's default SIGTERM would let a trial train on through KillWait).
+    subprocess.run(["scancel", "--signal=KILL", *jobs], check=True)
     while subprocess.run(
         ["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True
     ).stdout.strip():
