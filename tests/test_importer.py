@@ -133,7 +133,7 @@ def test_composed_experiment_gives_back_every_toml_value(tmp_path, name):
     cfg = composed(tmp_path, f"experiment={name}")
     check_run(cfg)
     run = OmegaConf.to_container(cfg, resolve=True)
-    assert run["model"] == {"name": name, "layers": seed["structure"]["layers"]}
+    assert run["model"] == {"name": name, "vars": {}, "layers": seed["structure"]["layers"]}
     assert_toml_values_in(run["training"]["compile"], seed["compile"], "compile")
     assert_toml_values_in(run["training"], seed["training"], "training")
     assert run["training"]["use_stats_of"] == seed["dataset"]["use_stats_of"]

@@ -242,7 +242,7 @@ def test_residual_block_adds_its_input_and_reloads(tmp_path):
         ),
         (
             {"type": "Residual", "layers": [{"type": "Dense", "units": 16}], "skip": 2},
-            r"\(Residual\): unknown argument 'skip'; valid: layers, name",
+            r"\(Residual\): unknown argument 'skip'; valid: layers, repeat, name",
         ),
     ],
 )
