@@ -15,6 +15,12 @@ so every trial trains its whole budget):
    adam 1e-3, batch 64), one `train.py` process at a time, on the same data with the same
    per-trial sample budget.
 
+W workers stand for W devices of their own (W Slurm tasks with a GPU each): every search worker
+and every batch process gets `--threads` CPU threads (default 1; TensorFlow's intra- and
+inter-op pools, Numba, OpenMP), W = 2 on this 2-core machine. With TensorFlow's default (all
+cores in every process) a batch's slowest trial speeds up once the others have ended, which
+hides the barrier's cost on a CPU box and is not what happens with one device per worker.
+
 What is counted, identically for async and batch:
 
 - busy seconds of a trial: its training, `training_time_s` in its final_results.json: Keras'
@@ -51,12 +57,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MODELS = ("A", "E", "P")
-TRIALS = 6
+TRIALS = 8
 WORKERS = 2
 TRAIN_SAMPLES = 8_000
 EPOCHS = 4
 VAL_SAMPLES = 2_000
 TEST_SAMPLES = 2_000
+THREADS = 1
 BUDGET_S = 900
 
 
@@ -77,11 +84,20 @@ def data_overrides(args, cache: Path) -> list[str]:
     ]
 
 
-def train_py(overrides: list[str], log: Path) -> subprocess.Popen:
+def train_py(overrides: list[str], log: Path, threads: int = 0) -> subprocess.Popen:
+    """Start `train.py overrides`, its output into `log`; threads > 0 caps TensorFlow's and Numba's."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    if threads > 0:
+        for name in (
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+            "NUMBA_NUM_THREADS",
+            "OMP_NUM_THREADS",
+        ):
+            env[name] = str(threads)
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "train.py"), *overrides],
@@ -134,7 +150,7 @@ def run_async(args, work: Path, data: list[str]) -> dict:
     ]
     log = work / "async.log"
     start = time.time()
-    wait_ok(train_py(overrides, log), log)
+    wait_ok(train_py(overrides, log, args.threads), log)
     makespan = time.time() - start
     trials = sorted(SearchFolder(sweep).trials(), key=lambda t: t.number)
     if len(trials) != args.trials or any(t.state != TrialState.COMPLETE for t in trials):
@@ -168,7 +184,8 @@ def run_batch(args, work: Path, trials: list[dict]) -> dict:
         running = []
         for trial in trials[first : first + args.workers]:
             run_dir, log = root / str(trial["number"]), root / f"{trial['number']}.log"
-            running.append((train_py([*trial["overrides"], f"hydra.run.dir={run_dir}"], log), log, run_dir))
+            overrides = [*trial["overrides"], f"hydra.run.dir={run_dir}"]
+            running.append((train_py(overrides, log, args.threads), log, run_dir))
         for process, log, _ in running:  # the barrier: the next batch waits for the slowest
             wait_ok(process, log)
         for _, _, run_dir in running:
@@ -222,6 +239,12 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=VAL_SAMPLES)
     parser.add_argument("--test-samples", type=int, default=TEST_SAMPLES)
     parser.add_argument("--seed-models", default=",".join(SEED_MODELS), help="comma-separated; '' skips")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help="CPU threads of each search worker and batch process (0: TensorFlow's default, all cores)",
+    )
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="the stated wall-time budget")
     parser.add_argument("--workdir", type=Path, help="keep the run folders here (default: a temporary one)")
     args = parser.parse_args()
@@ -241,6 +264,7 @@ def main() -> None:
     seed_best = max(seeds, key=lambda m: seeds[m]["test_r2_mean"]) if seeds else None
     result = {
         "workers": args.workers,
+        "threads_per_worker": args.threads,
         "trials": args.trials,
         "per_trial_budget": {
             "train_samples_per_epoch": args.train_samples,
