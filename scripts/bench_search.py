@@ -36,6 +36,8 @@ What is counted, identically for async and batch:
   data statistics, model build, evaluation of every split, saving), the search's bookkeeping
   (claiming trials, the study journal, the report) and every worker waiting (for a batch's
   slowest trial; for async, only at the very end). idle fraction = idle / (W * makespan).
+  Split as `*_idle_in_runs_s` (sum of run_s - busy_s: inside bionn.train.run, outside fit) and
+  `*_idle_outside_runs_s` (W * makespan - sum of run_s: start-ups, bookkeeping, waiting).
 
 search_best_r2_mean: the test `r2_mean` (final_results.json) of the async study's best trial by
 its objective (validation r2_mean); seed_best_r2_mean: the best test `r2_mean` of the seed
@@ -59,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_MODELS = ("A", "E", "P")
 TRIALS = 8
 WORKERS = 2
-TRAIN_SAMPLES = 8_000
+TRAIN_SAMPLES = 12_000
 EPOCHS = 4
 VAL_SAMPLES = 2_000
 TEST_SAMPLES = 2_000
@@ -127,6 +129,8 @@ def utilisation(makespan: float, busy: list[float], run: list[float], workers: i
         "makespan_s": round(makespan, 1),
         "busy_s": round(sum(busy), 1),
         "run_s": round(sum(run), 1),
+        "idle_in_runs_s": round(sum(run) - sum(busy), 1),
+        "idle_outside_runs_s": round(workers * makespan - sum(run), 1),
         "idle_s": round(idle, 1),
         "idle_fraction": round(idle / (workers * makespan), 4),
     }
@@ -281,6 +285,10 @@ def main() -> None:
         "batch_busy_s": batch["busy_s"],
         "async_run_s": search["run_s"],
         "batch_run_s": batch["run_s"],
+        "async_idle_in_runs_s": search["idle_in_runs_s"],
+        "batch_idle_in_runs_s": batch["idle_in_runs_s"],
+        "async_idle_outside_runs_s": search["idle_outside_runs_s"],
+        "batch_idle_outside_runs_s": batch["idle_outside_runs_s"],
         "async_makespan_s": search["makespan_s"],
         "batch_makespan_s": batch["makespan_s"],
         "idle_ratio_async_to_batch": round(search["idle_s"] / batch["idle_s"], 3)
