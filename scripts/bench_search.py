@@ -43,6 +43,10 @@ search_best_r2_mean: the test `r2_mean` (final_results.json) of the async study'
 its objective (validation r2_mean); seed_best_r2_mean: the best test `r2_mean` of the seed
 models (the best on test, which favours the seed side). Prints one JSON line last; without
 --json also a human-readable summary before it.
+
+Budget (`--budget-s`, recorded with the wall time, `within_budget`): 15 min with the defaults
+on this 2-core machine (measured 12.6 min, BENCHMARKS.md "Search"). P2 is not among the default
+seed models: at about 32 samples/s its 96,000 samples alone would take about 50 min.
 """
 
 from __future__ import annotations
