@@ -27,9 +27,13 @@ What is counted, identically for async and batch:
   fit over the trial's whole budget (every epoch with its validation pass), the same work in
   both runs. `wall_time_s` (all of bionn.train.run) is reported too (`*_run_s`) but is not the
   busy measure: a fresh `train.py` imports TensorFlow inside run(), a search worker before it;
-- makespan: wall clock from just before the first process is started (the `train.py -m`
-  command; the first batch's processes) to the exit of the last process (the command, with
-  the sweeper's study set-up, launching and the closing report; the last batch's slowest);
+- makespan: the workers' wall-clock window. Batch: from just before the first batch's
+  processes start to the exit of the last batch's slowest. Async: from the moment the
+  launcher starts the worker processes (its log line "sweep output dir", after the sweeper's
+  one-off check of the search space) to the last worker's end (its worker.json `stopped`,
+  before the closing report). So both include every worker process's start-up and exclude
+  what has no counterpart in the batch run (the sweeper's checks and the search report, a
+  few seconds each, reported as `async_command_s`: the whole `train.py -m` command);
 - idle worker-seconds = W * makespan - the sum of the trials' busy seconds. Idle therefore
   holds every process start-up (Python, TensorFlow and Hydra imports and composition: once
   per worker for async, once per trial for batch), each trial's set-up and close (config,
@@ -52,6 +56,7 @@ seed models: at about 32 samples/s its 96,000 samples alone would take about 50 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -143,6 +148,7 @@ def utilisation(makespan: float, busy: list[float], run: list[float], workers: i
 def run_async(args, work: Path, data: list[str]) -> dict:
     from optuna.trial import TrialState
 
+    from bionn.run_folder import read_json
     from bionn.search.folder import OVERRIDES, SearchFolder
 
     sweep = work / "async"
@@ -159,7 +165,9 @@ def run_async(args, work: Path, data: list[str]) -> dict:
     log = work / "async.log"
     start = time.time()
     wait_ok(train_py(overrides, log, args.threads), log)
-    makespan = time.time() - start
+    command = time.time() - start
+    ended = max(read_json(path)["heartbeat_unix"] for path in (sweep / "workers").glob("*/worker.json"))
+    makespan = ended - launched_at(log)
     trials = sorted(SearchFolder(sweep).trials(), key=lambda t: t.number)
     if len(trials) != args.trials or any(t.state != TrialState.COMPLETE for t in trials):
         states = {t.number: t.state.name for t in trials}
@@ -180,7 +188,15 @@ def run_async(args, work: Path, data: list[str]) -> dict:
             }
         )
     busy, run = [r["busy_s"] for r in rows], [r["run_s"] for r in rows]
-    return {"trials": rows, **utilisation(makespan, busy, run, args.workers)}
+    return {"trials": rows, "command_s": round(command, 1), **utilisation(makespan, busy, run, args.workers)}
+
+
+def launched_at(log: Path) -> float:
+    """When the launcher started the worker processes: the time stamp of Hydra's log line."""
+    for line in log.read_text().splitlines():
+        if "sweep output dir" in line and line.startswith("["):
+            return datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    raise RuntimeError(f"{log}: no launcher line 'sweep output dir' (did the search start?)")
 
 
 def run_batch(args, work: Path, trials: list[dict]) -> dict:
@@ -294,6 +310,7 @@ def main() -> None:
         "async_idle_outside_runs_s": search["idle_outside_runs_s"],
         "batch_idle_outside_runs_s": batch["idle_outside_runs_s"],
         "async_makespan_s": search["makespan_s"],
+        "async_command_s": search["command_s"],
         "batch_makespan_s": batch["makespan_s"],
         "idle_ratio_async_to_batch": round(search["idle_s"] / batch["idle_s"], 3)
         if batch["idle_s"]

@@ -88,3 +88,5 @@ def test_bench_search_reports_idle_worker_seconds_of_async_and_batch_and_the_bes
     assert result["seed_best_r2_mean"] == result["seed_models"]["P"]["test_r2_mean"]
     assert result["per_trial_budget"]["train_samples"] == 1024
     assert result["wall_time_s"] >= result["async_makespan_s"] + result["batch_makespan_s"]
+    # The workers' window lies inside the whole search command (the sweeper's checks and report outside it).
+    assert 0 < result["async_makespan_s"] <= result["async_command_s"]
