@@ -64,3 +64,29 @@ def test_bench_accuracy_reports_each_label_beside_ridge_ceiling_and_seed_models(
         assert set(res["seed_models"]) == {"P"}
         assert [point[0] for point in res["models"]["TR"]["curve"]] == [2048]
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_search_reports_idle_worker_seconds_of_async_and_batch_and_the_best_r2():
+    result = last_json(
+        "scripts/bench_search.py",
+        *("--trials", "2", "--workers", "2", "--epochs", "1", "--seed-models", "P"),
+        *("--train-samples", "1024", "--val-samples", "1024", "--test-samples", "1024"),
+    )
+    workers = result["workers"]
+    for run in ("async", "batch"):
+        makespan, busy, idle = (result[f"{run}_{key}"] for key in ("makespan_s", "busy_s", "idle_s"))
+        assert 0 < busy <= result[f"{run}_run_s"] and 0 <= result[f"{run}_idle_fraction"] <= 1
+        assert idle == pytest.approx(workers * makespan - busy, abs=0.2)
+        assert result[f"{run}_idle_fraction"] == pytest.approx(idle / (workers * makespan), abs=1e-3)
+    trials = result["search_trials"]
+    assert [t["number"] for t in trials] == [0, 1] and len(result["batch_busy_per_trial_s"]) == 2
+    assert result["async_busy_s"] == pytest.approx(sum(t["busy_s"] for t in trials), abs=0.2)
+    best = max(trials, key=lambda t: t["val_r2_mean"])
+    assert result["search_best_trial"] == best["number"]
+    assert result["search_best_r2_mean"] == best["test_r2_mean"] and -1 < best["test_r2_mean"] <= 1
+    assert set(result["seed_models"]) == {"P"} and result["seed_best_model"] == "P"
+    assert result["seed_best_r2_mean"] == result["seed_models"]["P"]["test_r2_mean"]
+    assert result["per_trial_budget"]["train_samples"] == 1024
+    assert result["wall_time_s"] >= result["async_makespan_s"] + result["batch_makespan_s"]
+    # The workers' window lies inside the whole search command (the sweeper's checks and report outside it).
+    assert 0 < result["async_makespan_s"] <= result["async_command_s"]
