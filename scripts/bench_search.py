@@ -49,7 +49,7 @@ models (the best on test, which favours the seed side). Prints one JSON line las
 --json also a human-readable summary before it.
 
 Budget (`--budget-s`, recorded with the wall time, `within_budget`): 15 min with the defaults
-on this 2-core machine (measured 12.6 min, BENCHMARKS.md "Search"). P2 is not among the default
+on this 2-core machine (measured 11.9 min, BENCHMARKS.md "Search"). P2 is not among the default
 seed models: at about 32 samples/s its 96,000 samples alone would take about 50 min.
 """
 
