@@ -77,7 +77,8 @@ def test_bench_search_reports_idle_worker_seconds_of_async_and_batch_and_the_bes
         makespan, busy, idle = (result[f"{run}_{key}"] for key in ("makespan_s", "busy_s", "idle_s"))
         assert 0 < busy <= result[f"{run}_run_s"] and 0 <= result[f"{run}_idle_fraction"] <= 1
         assert idle == pytest.approx(workers * makespan - busy, abs=0.2)
-        assert result[f"{run}_idle_fraction"] == pytest.approx(idle / (workers * makespan), abs=1e-3)
+        # (idle and makespan are printed to 0.1 s: over a makespan of seconds that moves the ratio ~0.005)
+        assert result[f"{run}_idle_fraction"] == pytest.approx(idle / (workers * makespan), abs=0.01)
     trials = result["search_trials"]
     assert [t["number"] for t in trials] == [0, 1] and len(result["batch_busy_per_trial_s"]) == 2
     assert result["async_busy_s"] == pytest.approx(sum(t["busy_s"] for t in trials), abs=0.2)
