@@ -31,7 +31,7 @@ from test_slurm import (  # noqa: F401  (fixtures)
     sweep_interrupted,
 )
 
-from bionn.run_folder import RunFolder
+from bionn.run_folder import RunFolder, RunFolderError
 from bionn.search.folder import OVERRIDES, SearchFolder
 from bionn.sweep_folder import SweepFolder
 
@@ -158,7 +158,14 @@ def test_a_killed_search_run_again_resumes_its_running_trials_and_repeats_no_fin
     deadline = time.time() + 600
 
     def trains(number: int) -> bool:
-        return training_in_attempt(out / "trials" / str(number), 1)
+        """Its first attempt has committed an epoch and has at least 3 of its 6 epochs still to train
+        (several seconds each by data size): a kill sent now lands while it trains."""
+        run = out / "trials" / str(number)
+        try:
+            early = RunFolder(run).committed_epoch() <= 3
+        except (RunFolderError, OSError):  # a file being replaced: ask again
+            return False
+        return training_in_attempt(run, 1) and early
 
     def running() -> list[int]:
         return [n for n, state in states(out).items() if state == "RUNNING"]
