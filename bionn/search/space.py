@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from bionn.config.errors import ConfigError
@@ -176,11 +176,6 @@ class SearchSpec:
             if prefix and self.metric.startswith(prefix):
                 return split, self.metric[len(prefix) :]
         return "train", self.metric
-
-    def as_dict(self) -> dict:
-        out = asdict(self)
-        out["direction"] = self.direction.value
-        return out
 
 
 def parse_param(key: str, value: Any, source: str, group: bool = False) -> Param:
