@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a torn one."""
+"""Atomic file writes: a reader sees the old file or the new one, never a torn one.
+
+A written file gets the mode a plain `open(path, "w")` would give it (0666 less the umask), so that
+the members of a lab's group can read each other's run folders when their umask lets them.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +31,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp made it 0600
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux shows it in /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

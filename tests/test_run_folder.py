@@ -213,3 +213,26 @@ def test_a_signal_is_recorded_before_the_handler_that_was_there_runs():
         assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # restored
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_written_files_have_the_mode_a_plain_open_gives_under_the_umask(tmp_path, umask):
+    from bionn.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, current_umask
+
+    before = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        plain = tmp_path / "plain"
+        plain.write_text("")
+        written = [
+            atomic_write_json(tmp_path / "a.json", {"x": 1}),
+            atomic_write_bytes(tmp_path / "sub" / "b.csv", b"x\n"),
+            atomic_save_npz(tmp_path / "c.npz", x=[1.0]),
+        ]
+        RunFolder(tmp_path / "run").begin_attempt(None)
+        written.append(tmp_path / "run" / "attempts.json")
+    finally:
+        os.umask(before)
+    want = plain.stat().st_mode & 0o777
+    assert want == 0o666 & ~umask
+    assert {str(p): p.stat().st_mode & 0o777 for p in written} == {str(p): want for p in written}
