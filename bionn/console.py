@@ -2,11 +2,13 @@
 
 TensorFlow's C++ runtime writes straight to file descriptor 2: start-up notes
 (oneDNN, CUDA stubs, CPU features), and on every evaluation a warning that an
-iterator was cancelled, followed by a `[[{{node ...}}]]` fragment. Unless the
-user set TF_CPP_MIN_LOG_LEVEL themselves, `quiet_tensorflow()` hides its INFO
-lines (level 1) and drops the known harmless warnings and errors listed in
-NOISE from descriptor 2; every other line, Python's own output and progress
-bars included, passes unchanged.
+iterator was cancelled, followed by a `[[{{node ...}}]]` fragment.
+`quiet_tensorflow()` hides its INFO lines (TF_CPP_MIN_LOG_LEVEL=1, unless the
+user chose a level) and drops the known harmless warnings and errors listed in
+NOISE from descriptor 2, whatever level the user chose: absl writes some INFO
+lines (oneDNN's) before it reads TF_CPP_MIN_LOG_LEVEL, so setting it to 3 alone
+would let them through. Every other line, Python's own output and progress bars
+included, passes unchanged.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ _installed = False
 
 
 def quiet_tensorflow() -> None:
-    """Call before TensorFlow is imported; does nothing if the user chose TF_CPP_MIN_LOG_LEVEL."""
+    """Call before TensorFlow is imported; a TF_CPP_MIN_LOG_LEVEL the user set is kept."""
     global _installed
-    if _installed or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if _installed:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     for name in ("tensorflow", "absl", "matplotlib", "h5py"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

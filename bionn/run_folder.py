@@ -185,7 +185,7 @@ def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 # ---- attempts ---------------------------------------------------------------------------
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -336,13 +336,18 @@ class RunFolder:
             f"{self / PREVIOUS}/<n>/ (nothing is deleted) and start afresh."
         )
 
-    def write_ledger(self, config: dict) -> None:
+    def write_ledger(self, config: dict, superseded: dict | None = None) -> None:
+        """The ledger of `config`. superseded: the ledger it replaces, kept inside the new one (a config
+        whose attempts never committed an epoch, bionn.train.claim)."""
         record = {
             "fingerprint": fingerprint(config),
             "excluded_keys": list(LEDGER_EXCLUDED),
             "created": now(),
             "config": {k: v for k, v in config.items()},
         }
+        if superseded is not None:
+            earlier = superseded.get("superseded") or []
+            record["superseded"] = [*earlier, {k: v for k, v in superseded.items() if k != "superseded"}]
         self.write_json(LEDGER, record)
 
     def move_aside(self) -> Path:
@@ -430,7 +435,7 @@ class RunFolder:
 def _dead_here(attempt: dict) -> bool:
     """An unfinished attempt whose process no longer exists on this host."""
     pid = attempt.get("pid")
-    return attempt.get("host") == socket.gethostname() and isinstance(pid, int) and not _process_alive(pid)
+    return attempt.get("host") == socket.gethostname() and isinstance(pid, int) and not process_alive(pid)
 
 
 def _show(value: Any) -> str:

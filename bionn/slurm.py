@@ -51,6 +51,32 @@ def slurm_info() -> dict | None:
     }
 
 
+# squeue states of a job that is gone for good, without bionn having recorded an end
+DEAD = {
+    "CANCELLED": "cancelled",
+    "OUT_OF_MEMORY": "out of memory",
+    "NODE_FAIL": "node failure",
+    "BOOT_FAIL": "node failure",
+    "FAILED": "failed outside training",
+    "TIMEOUT": "timed out",
+    "DEADLINE": "timed out",
+    "PREEMPTED": "preempted",
+    "REVOKED": "revoked",
+}
+# squeue states of a job waiting to run (again), and of one that runs
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+
+
+def attempt_job_id(slurm: dict | None) -> str | None:
+    """The id squeue shows for the job of an attempt's "slurm" record (<array>_<task> for an array task)."""
+    if not slurm:
+        return None
+    if slurm.get("array_job_id") and slurm.get("array_task_id") is not None:
+        return f"{slurm['array_job_id']}_{slurm['array_task_id']}"
+    return str(slurm.get("job_id")) if slurm.get("job_id") else None
+
+
 def queue_states() -> dict[str, str] | None:
     """{job id: state} of every job `squeue` knows (array tasks as <array>_<task>, recently ended ones
     too), or None when there is no `squeue` or it does not answer. Needs no accounting (`sacct`)."""

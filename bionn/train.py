@@ -33,11 +33,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run
-from bionn.config.sources import config_file
+from bionn.config.sources import config_file, source_of
 from bionn.config.tree import print_config_tree
 from bionn.console import quiet_tensorflow, setup_logging
 from bionn.io import atomic_write_bytes
+from bionn.outcome import sweep_report_collects_failures
 from bionn.run_folder import (
+    ATTEMPTS,
     BACKUP,
     ERROR,
     FINAL,
@@ -54,7 +56,7 @@ from bionn.run_folder import (
     Status,
     remove_backup,
 )
-from bionn.slurm import Worker, current_worker, slurm_info
+from bionn.slurm import Worker, slurm_info
 
 log = logging.getLogger(__name__)
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
@@ -79,44 +81,71 @@ def run(
 ) -> float:
     """Train one composed config; returns the final validation loss (what a sweeper minimises).
 
+    Every check that needs no training runs before anything is written: the config (check_run), the
+    folder's ledger (claim), and the device layout, dataset and model built and compiled on the config
+    alone (prepare). A ConfigError or a refusal therefore leaves the folder as it was.
+
     callbacks: extra Keras callbacks (a search's pruning, bionn.search); a callback with a true
     `pruned` attribute at the end makes the run's status pruned. overrides: what .hydra/overrides.yaml
     records, when the config was composed by bionn rather than by Hydra for this job (a search trial)."""
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))
-    folder.path.mkdir(parents=True, exist_ok=True)
-    worker = current_worker()
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    finished = claim(folder, config, cfg.runtime.on_config_change, worker)
-    if finished is not None:
+    check_run(cfg)
+    claimed = claim(folder, config, cfg.runtime.on_config_change)
+    if claimed.finished is not None:
         log.info(
             "%s already finished (%s) with this config; nothing to do (runtime.on_config_change=move_aside "
             "with another config, or another folder, starts afresh)",
             folder.path,
-            finished["status"],
+            claimed.finished["status"],
         )
-        return _nan_to_inf(((finished.get("evaluation") or {}).get("validation") or {}).get("loss"))
+        return _nan_to_inf(((claimed.finished.get("evaluation") or {}).get("validation") or {}).get("loss"))
+    setup = prepare(cfg)
+    worker = setup.worker
+    folder.path.mkdir(parents=True, exist_ok=True)
     if worker.is_chief:
+        if claimed.move_aside:
+            target = folder.move_aside()
+            log.warning("moved the previous contents of %s into %s; starting afresh", folder.path, target)
+        elif claimed.superseded is not None:
+            log.warning(
+                "%s held another config whose attempts ended before their first committed epoch; this config "
+                "replaces it in %s (their records stay in %s)",
+                folder.path,
+                LEDGER,
+                ATTEMPTS,
+            )
         folder.begin_attempt(slurm_info())
     started = time.time()
     with observe_signals(folder.note_signal if worker.is_chief else None) as signals:
         try:
             if worker.is_chief:
                 folder.write_hydra(_hydra_files(cfg, overrides))
-            check_run(cfg)
-            if worker.is_chief and folder.ledger() is None:
-                folder.write_ledger(config)
-            training = build(cfg, folder, worker, callbacks or [])
+                if claimed.new_ledger:
+                    folder.write_ledger(config, superseded=claimed.superseded)
+            training = build(cfg, setup, folder, callbacks or [])
             fit_time = fit(training)
             return finish(training, fit_time, started)
         except BaseException as err:
             return _record_end(folder, err, signals, started, worker)
 
 
-def claim(folder: RunFolder, config: dict, on_change: OnConfigChange, worker: Worker) -> dict | None:
-    """Check the folder's ledger against `config`: the final results if this config already finished
-    here, None to (re)start; ConfigChanged if it holds another run (moved aside with move_aside)."""
+@dataclass
+class Claim:
+    """What the folder's ledger says of a run of `config` there."""
+
+    finished: dict | None = None  # this config's final results: it already finished here
+    new_ledger: bool = False  # write the ledger: there is none yet, or this config replaces one
+    move_aside: bool = False  # the folder holds another config's run: move it into previous/<n>/
+    superseded: dict | None = None  # the ledger this config replaces (its runs never trained an epoch)
+
+
+def claim(folder: RunFolder, config: dict, on_change: OnConfigChange) -> Claim:
+    """Check the folder's ledger against `config` without writing anything. A folder whose runs of
+    another config never committed an epoch (they failed or stopped first) takes the new config; one
+    holding another config's training is refused (ConfigChanged), or moved aside with move_aside."""
     try:
         ledger = folder.check_ledger(config)
         if ledger is None and _has_training(folder):
@@ -127,16 +156,17 @@ def claim(folder: RunFolder, config: dict, on_change: OnConfigChange, worker: Wo
                 "afresh."
             )
     except ConfigChanged:
+        if folder.ledger() is not None and not _has_training(folder):
+            return Claim(new_ledger=True, superseded=folder.ledger())
         if on_change != OnConfigChange.move_aside:
             raise
-        if worker.is_chief:
-            target = folder.move_aside()
-            log.warning("moved the previous contents of %s into %s; starting afresh", folder.path, target)
-        return None
+        return Claim(new_ledger=True, move_aside=True)
+    if ledger is None:
+        return Claim(new_ledger=True)
     final = folder.final()
-    if ledger is not None and final is not None and Status(final["status"]) in FINISHED:
-        return final
-    return None
+    if final is not None and Status(final["status"]) in FINISHED:
+        return Claim(finished=final)
+    return Claim()
 
 
 def _has_training(folder: RunFolder) -> bool:
@@ -159,6 +189,7 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
             folder.committed_epoch_or_history(),
             folder.path,
         )
+        err.recorded = True  # bionn.outcome ends it without saying more
         raise err
     error = {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}
     folder.end_attempt(Outcome.FAILED, error=error)
@@ -174,9 +205,10 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
         },
     )
     log.error("failed: %s: %s (see %s)", type(err).__name__, err, folder / ERROR)
-    if isinstance(err, Exception) and _sweep_report_collects_failures():
+    if isinstance(err, Exception) and sweep_report_collects_failures():
         log.error("the sweep goes on; the sweep report names this job (%s)", folder.path)
         return float("inf")
+    err.recorded = True  # error.json holds its traceback: bionn.outcome ends it without one
     raise err
 
 
@@ -210,23 +242,6 @@ def observe_signals(note: Callable[[str], None] | None) -> Iterator[list[str]]:
     finally:
         for sig, previous in before.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-
-
-def _sweep_report_collects_failures() -> bool:
-    """True in a multirun whose hydra.callbacks include bionn.report.SweepReport: that callback
-    names the failed jobs and exits non-zero when the sweep ends, so a failed job returns and
-    the other jobs still run (Hydra would otherwise stop the sweep at the first exception)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hydra_cfg = HydraConfig.get()
-    except ValueError:
-        return False
-    callbacks = hydra_cfg.get("callbacks") or {}
-    return hydra_cfg.mode == RunMode.MULTIRUN and any(
-        str(c.get("_target_", "")) == "bionn.report.SweepReport" for c in callbacks.values()
-    )
 
 
 def _hydra_files(cfg: Any, overrides: list[str] | None = None) -> dict[str, str]:
@@ -280,26 +295,65 @@ class Training:
         return results
 
 
-def build(cfg: Any, folder: RunFolder, worker: Worker, extra_callbacks: list[Any] = ()) -> Training:
-    import keras
-    import tensorflow as tf
+@dataclass
+class Setup:
+    """What prepare() found: this process's strategy and place among the workers, and the dataset."""
+
+    strategy: Any
+    worker: Worker
+    ds: Any
+
+
+def prepare(cfg: Any) -> Setup:
+    """Everything that needs neither the statistics nor the run folder, checked before either is
+    touched: the device layout, the dataset's shapes, the batch's split across replicas, the precision
+    on this machine, and the model built and compiled on the config alone (layer, optimizer, loss and
+    metric names, the output count). Writes nothing; a bad value raises ConfigError."""
+    import numpy as np
 
     from bionn.data.dataset import KineticsDataset
-    from bionn.data.pipeline import EpochClock
-    from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
     from bionn.distribute import make_strategy
-    from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, ProgressLog, RunBackup
     from bionn.nn.model import build_model
     from bionn.nn.optim import apply_precision, compile_for_training
 
-    print_config_tree(cfg)
     strategy, worker = make_strategy(cfg.runtime.cpu_replicas)
+    ds = KineticsDataset(cfg.dataset, source=config_file("dataset"))
+    replicas = strategy.num_replicas_in_sync
+    if worker.count > 1 and ds.batch_size % replicas:
+        raise ConfigError(
+            f"{source_of('dataset.shape.batch_size')}: dataset.shape.batch_size = {ds.batch_size} is invalid "
+            f"for {replicas} replicas on {worker.count} workers: must be a multiple of {replicas}"
+        )
+    apply_precision(cfg.training, source_of("training.precision"))  # the dtype policy, before any model
+    # The real statistics come later (they may take minutes): the same model with stand-in label scaling.
+    scaling = (np.zeros(ds.n_labels), np.ones(ds.n_labels)) if cfg.training.scale_labels else None
+    model = build_model(cfg.model, ds.feature_shape, ds.n_labels, scaling)
+    compile_for_training(model, cfg.training, _steps_per_epoch(ds), scaling)
+    return Setup(strategy, worker, ds)
+
+
+def _steps_per_epoch(ds: Any) -> int:
+    return math.ceil(ds.split_size("train") / ds.batch_size)
+
+
+def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] = ()) -> Training:
+    """The statistics, the pipelines, the model and its callbacks, and the resume point."""
+    import keras
+    import tensorflow as tf
+
+    from bionn.clock import EpochClock
+    from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
+    from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, ProgressLog, RunBackup
+    from bionn.nn.model import build_model
+    from bionn.nn.optim import compile_for_training
+
+    print_config_tree(cfg)
+    strategy, worker, ds = setup.strategy, setup.worker, setup.ds
     chief = worker.is_chief
-    keras.utils.set_random_seed(cfg.runtime.seed)
+    keras.utils.set_random_seed(cfg.runtime.seed)  # after prepare()'s model: the same weights as without it
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    ds = KineticsDataset(cfg.dataset, source=config_file("dataset"))
     stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
     clock = EpochClock()
     train_data = _dataset(strategy, worker, ds, "train", stats, clock)
@@ -307,11 +361,10 @@ def build(cfg: Any, folder: RunFolder, worker: Worker, extra_callbacks: list[Any
 
     # Scaled labels: the loss sees standardised labels, the model and metrics the original ones.
     label_scaling = (stats.label_mean, stats.label_std + STD_EPSILON) if cfg.training.scale_labels else None
-    apply_precision(cfg.training, config_file("training"))  # the dtype policy, before the model is built
-    steps_per_epoch = math.ceil(ds.split_size("train") / ds.batch_size)  # the schedule's length
     with strategy.scope():
         model = build_model(cfg.model, ds.feature_shape, ds.n_labels, label_scaling)
-        r2, schedule_callbacks = compile_for_training(model, cfg.training, steps_per_epoch, label_scaling)
+        steps = _steps_per_epoch(ds)
+        r2, schedule_callbacks = compile_for_training(model, cfg.training, steps, label_scaling)
     if chief:
         folder.write_json(INFO, _info(cfg, ds, stats, model, strategy, worker))
 
@@ -320,7 +373,7 @@ def build(cfg: Any, folder: RunFolder, worker: Worker, extra_callbacks: list[Any
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
         )
-    backup = RunBackup(folder, early, write=chief)
+    backup = RunBackup(folder, early, write=chief, pruners=list(extra_callbacks))
     with strategy.scope():
         initial_epoch = backup.restore(model)
     # The training iterator may start before the first epoch begins: point the clock at the resumed epoch.
@@ -375,7 +428,9 @@ def fit(training: Training) -> float:
         shuffle=False,  # the pipeline orders each epoch itself
     )
     worker = training.worker
-    log.info("worker %d/%d weights sha256 %s", worker.index, worker.count, _weights_digest(training.model))
+    if log.isEnabledFor(logging.DEBUG):  # for tests of distributed training (hydra.verbose=bionn.train)
+        digest = _weights_digest(training.model)
+        log.debug("worker %d/%d weights sha256 %s", worker.index, worker.count, digest)
     return time.time() - started
 
 
@@ -392,7 +447,7 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         status = Status.NAN
-    elif any(getattr(callback, "pruned", False) for callback in training.callbacks):
+    elif training.backup.pruned or any(getattr(callback, "pruned", False) for callback in training.callbacks):
         status = Status.PRUNED
     elif training.early is not None and training.early.stopped_epoch > 0:
         status = Status.EARLY_STOPPED
@@ -437,7 +492,8 @@ def _verbosity(value: Any) -> Verbosity:
 
 
 def _dataset(strategy, worker, ds, split, stats, clock):
-    """One split's pipeline; with several workers, each worker's replicas get their slices of every batch."""
+    """One split's pipeline; with several workers, each worker's replicas get their slices of every batch
+    (prepare() checked that the batch splits evenly across the replicas)."""
     import tensorflow as tf
 
     from bionn.data.pipeline import ReplicaShard, make_dataset
@@ -445,11 +501,6 @@ def _dataset(strategy, worker, ds, split, stats, clock):
     if worker.count == 1:
         return make_dataset(ds, split, stats, clock)
     replicas = strategy.num_replicas_in_sync
-    if ds.batch_size % replicas:
-        raise ConfigError(
-            f"{config_file('dataset')}: dataset.shape.batch_size = {ds.batch_size} is invalid for "
-            f"{replicas} replicas on {worker.count} workers: must be a multiple of {replicas}"
-        )
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines

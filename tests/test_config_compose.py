@@ -95,10 +95,13 @@ def test_hydra_rejects_types_and_unknown_keys(override, message):
     [
         ("+training.foo=1", r"unknown config key\(s\): training\.foo \(allowed there: name, compile, epochs"),
         ("+foo=1", r"unknown config key\(s\): foo \(allowed there: model, dataset, training, runtime\)"),
-        ("training.epochs=0", r"conf/training/default\.yaml: training\.epochs = 0 is invalid: must be >= 1"),
+        ("training.epochs=0", r"override training\.epochs=0: training\.epochs = 0 is invalid: must be >= 1"),
         ("training.compile.learning_rate=-1", r"training\.compile\.learning_rate = -1\.0"),
         ("training.compile.clipvalue=0", r"training\.compile\.clipvalue = 0\.0 .*or null"),
-        ("dataset.parameters.k1_min=9", r"conf/dataset/dtest\.yaml: dataset\.parameters\.k1_min = 9\.0"),
+        (
+            "dataset.parameters.k1_min=9",
+            r"override dataset\.parameters\.k1_min=9: dataset\.parameters\.k1_min = 9\.0",
+        ),
         ("runtime.cpu_replicas=0", r"runtime\.cpu_replicas = 0"),
     ],
 )

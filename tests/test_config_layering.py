@@ -1,4 +1,5 @@
-"""Imports run one way: bionn.config (the bottom floor) and the report load no engine or model code;
+"""Imports run one way: bionn.config (the bottom floor) and the report load no engine or model code, data
+and model do not import each other;
 bionn.config rejects bad choices at composition and names the config files Hydra actually used."""
 
 from __future__ import annotations
@@ -25,16 +26,27 @@ def modules_loaded_by(code: str) -> list[str]:
     return done.stdout.splitlines()[-1].split()[1:]
 
 
-def test_bionn_config_imports_no_other_bionn_code_but_the_atomic_writers():
+def bionn_imports(package: str) -> set[str]:
+    """Every bionn module that the source files of bionn/<package>/ import (at any depth of the code)."""
     import ast
 
     found = set()
-    for path in (ROOT / "bionn" / "config").rglob("*.py"):
+    for path in (ROOT / "bionn" / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             found |= {n for n in names if n.split(".")[0] == "bionn"}
+    return found
+
+
+def test_bionn_config_imports_no_other_bionn_code_but_the_atomic_writers():
+    found = bionn_imports("config")
     assert {n for n in found if not n.startswith("bionn.config")} <= {"bionn.io"}
+
+
+def test_data_knows_no_model_and_the_model_knows_no_data_engine():
+    assert {n for n in bionn_imports("data") if n.startswith(("bionn.nn", "bionn.train"))} == set()
+    assert {n for n in bionn_imports("nn") if n.startswith(("bionn.data", "bionn.train"))} == set()
 
 
 def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
@@ -95,21 +107,43 @@ def test_errors_name_the_file_hydra_used_with_config_dir_and_a_renamed_option(tm
     extra = renamed_dataset_folder(tmp_path)
     cfg = composed("dataset=mine", config_dir=extra, with_hydra=True)
     assert cfg.dataset.name == "dtest"
-    with pytest.raises(
-        ConfigError, match=rf"^{extra / 'dataset' / 'mine.yaml'}: dataset\.parameters\.k1_min"
+    with pytest.raises(  # the file and the line that set the value
+        ConfigError, match=rf"^{extra / 'dataset' / 'mine.yaml'}:4: dataset\.parameters\.k1_min"
     ):
         check_run(cfg)
 
 
-def test_errors_name_the_training_and_model_files_of_the_primary_conf():
-    cfg = composed("training.epochs=0", with_hydra=True)
-    with pytest.raises(
-        ConfigError, match=rf"^{ROOT / 'conf' / 'training' / 'default.yaml'}: training\.epochs"
-    ):
+@pytest.mark.parametrize(
+    ("overrides", "source", "key"),
+    [
+        (["training.epochs=0"], "training.epochs=0", r"training\.epochs = 0"),
+        (["dataset.parameters.k1_min=0.9"], "dataset.parameters.k1_min=0.9", r"dataset\.parameters\.k1_min"),
+        (
+            ["model=P", "model.layers=[{type: Dense2}]"],
+            "model.layers=[{type: Dense2}]",
+            r"model\.layers\[0\]",
+        ),
+    ],
+)
+def test_an_error_names_the_command_line_override_that_set_the_value(overrides, source, key):
+    cfg = composed(*overrides, with_hydra=True)
+    with pytest.raises(ConfigError, match=rf"^the command-line override {re.escape(source)}: {key}"):
         check_run(cfg)
-    cfg = composed("model=P", "model.layers=[{type: Dense2}]", with_hydra=True)
-    with pytest.raises(ConfigError, match=rf"^{ROOT / 'conf' / 'model' / 'P.yaml'}: model\.layers\[0\]"):
-        check_run(cfg)
+
+
+def test_the_source_of_a_value_is_the_experiment_file_that_sets_it_else_its_group_file():
+    from bionn.config.sources import source_of
+
+    hydra = composed("experiment=TR", with_hydra=True).hydra
+    experiment = ROOT / "conf" / "experiment" / "TR.yaml"
+    assert source_of("dataset.shape.batch_size", hydra) == f"{experiment}:10"
+    assert source_of("dataset.parameters.k1_min", hydra).startswith(
+        f"{ROOT / 'conf' / 'dataset' / 'dmedium.yaml'}:"
+    )
+    assert source_of(
+        "dataset.shape.batch_size",
+        composed("experiment=TR", "dataset.shape.batch_size=64", with_hydra=True).hydra,
+    ) == ("the command-line override dataset.shape.batch_size=64")
 
 
 def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
@@ -122,8 +156,10 @@ def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
         f"hydra.run.dir={tmp_path}/r",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
-    assert f"{extra / 'dataset' / 'mine.yaml'}: dataset.parameters.k1_min = 9.0" in done.stderr + done.stdout
+    assert done.returncode == 1
+    output = done.stderr + done.stdout
+    assert f"{extra / 'dataset' / 'mine.yaml'}:4: dataset.parameters.k1_min = 9.0" in output
+    assert "Traceback" not in output and not (tmp_path / "r" / "ledger.json").exists()
 
 
 def test_the_report_and_the_run_folder_import_no_training_code():

@@ -37,3 +37,60 @@ def test_run_in_process_trains_records_one_attempt_and_does_not_redo_a_finished_
 
     assert run(cfg, folder.path) == loss  # finished with this config: returned, not trained again
     assert len(folder.attempts()) == 1
+
+
+def test_claim_lets_a_corrected_config_take_a_folder_whose_attempts_trained_nothing(tmp_path):
+    from bionn.config.schema import OnConfigChange
+    from bionn.run_folder import ConfigChanged, Outcome
+    from bionn.train import claim
+
+    folder = RunFolder(tmp_path)
+    typo = {"training": {"compile": {"optimizer": "adamm"}}}
+    corrected = {"training": {"compile": {"optimizer": "adam"}}}
+    folder.write_ledger(typo)
+    folder.begin_attempt(None)
+    folder.end_attempt(Outcome.FAILED, error={"type": "ValueError", "message": "before the first epoch"})
+    refuse = OnConfigChange.refuse
+
+    taken = claim(folder, corrected, refuse)
+    assert taken.new_ledger and not taken.move_aside and taken.superseded == folder.ledger()
+    assert folder.ledger()["config"] == typo  # claim writes nothing
+
+    folder.write_history([{"epoch": 0.0, "loss": 1.0}])  # one epoch trained: its config is kept
+    with pytest.raises(ConfigChanged, match=r"training\.compile\.optimizer: \"adamm\" \(in the folder\)"):
+        claim(folder, corrected, refuse)
+
+
+def test_a_pruned_run_killed_before_its_final_results_resumes_as_pruned(tmp_path, compose, monkeypatch):
+    import keras
+
+    from bionn.nn.callbacks import ReportEpochs
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    cfg = compose(
+        "model=P",
+        "debug=quick",
+        "dataset.shape.n_samples=320",
+        "training.epochs=3",
+        "training.verbose=silent",
+        "training.save_interval=0",
+        f"runtime.stats_cache_dir={tmp_path / 'cache'}",
+    )
+
+    class KilledAfterTheCommit(keras.callbacks.Callback):
+        """Ends the process's training after the pruned epoch was committed, before final_results.json."""
+
+        def on_train_end(self, logs=None):
+            raise KeyboardInterrupt
+
+    folder = RunFolder(tmp_path / "run")
+    pruner = ReportEpochs("val_loss", lambda epoch, value: True)  # prunes after the first epoch
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, folder.path, callbacks=[pruner, KilledAfterTheCommit()])
+    assert folder.status() == Status.INTERRUPTED and folder.final() is None
+    assert folder.backup_state()["pruned"] is True and folder.committed_epoch() == 1
+
+    never = ReportEpochs("val_loss", lambda epoch, value: False)  # the resumed pruner has not decided yet
+    run(cfg, folder.path, callbacks=[never])
+    assert folder.final()["status"] == "pruned" and folder.final()["epochs_completed"] == 1
+    assert [a["outcome"] for a in folder.attempts()] == ["interrupted", "completed"]

@@ -201,7 +201,8 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
     run = out / "0"
     args = ["model=P", *LONG]
     tasks = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"]
-    cmd = sweep_command(*slurm, *tasks, *args, sweep=out, cache=cache)
+    debug = "hydra.verbose=bionn.train"  # each worker logs its weights' digest at DEBUG
+    cmd = sweep_command(*slurm, *tasks, debug, *args, sweep=out, cache=cache)
     done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", REQUEUE)
     assert done.returncode == 0, done.output[-3000:]
     assert_resumed_attempts(run, interruptions=1, epochs=6)  # one writer: each epoch once

@@ -232,3 +232,65 @@ def test_detached_sweep_split_into_arrays_returns_at_once_completes_and_is_watch
     assert [r["status"] for r in rows(out)] == ["completed"] * 5
     assert all(read(out / str(n) / "final_results.json")["status"] == "completed" for n in range(5))
     assert json.loads((out / SWEEP).read_text())["launches"][0]["wait"] is False
+
+
+def test_a_job_whose_attempt_still_runs_on_this_host_is_live_and_named(tmp_path):
+    from bionn.run_folder import Outcome
+    from bionn.sweep_folder import Job
+    from hydra_plugins.bionn_launcher.launcher import live_jobs
+
+    folder = SweepFolder(tmp_path)
+    jobs = [Job(0, ("runtime.seed=1",), "0"), Job(1, ("runtime.seed=2",), "1")]
+    running = RunFolder(tmp_path / "0")
+    running.begin_attempt(None)  # this test's process: alive on this host, no Slurm job
+    ended = RunFolder(tmp_path / "1")
+    ended.begin_attempt(None)
+    ended.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
+    assert live_jobs(folder, jobs) == {
+        0: f"process {os.getpid()} on {os.uname().nodename} trains it (stop it: kill -INT {os.getpid()})"
+    }
+    running.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
+    assert live_jobs(folder, jobs) == {}
+
+
+@pytest.mark.slow
+def test_resume_submits_no_second_copy_of_a_pending_job_and_names_it(slurm, cache, tmp_path):  # noqa: F811
+    out = tmp_path / "sweep"
+    held = "+hydra.launcher.additional_parameters.hold=true"  # sbatch --hold: pending, nothing trains
+    cmd = sweep_command(*slurm, "hydra.launcher.wait=false", held, "model=P", *QUICK, sweep=out, cache=cache)
+    submitted = run(cmd, timeout=300)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    [job_id] = slurm_ids(out).values()
+    try:
+        assert queue().get(job_id) == "PENDING"
+        for again in (cmd, [sys.executable, "-m", "bionn.sweep", "resume", str(out)]):  # -m again; resume
+            done = run(again, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert f"#0: Slurm job {job_id} is PENDING (cancel it: scancel {job_id})" in done.stderr
+            launch = SweepFolder(out).last_launch()
+            assert (launch["submitted"], launch["live"], launch["arrays"]) == ([], [0], [])
+        assert [i for i, state in queue().items() if state == "PENDING" and i == job_id] == [job_id]
+        assert not (out / "0").exists()  # no job of it ran
+
+        subprocess.run(["scancel", job_id], check=True)  # once cancelled, resume submits it again
+        wait_for(lambda: queue().get(job_id) in (None, "CANCELLED"), 60, "the job to leave the queue")
+        done = run([sys.executable, "-m", "bionn.sweep", "resume", str(out)], timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert SweepFolder(out).last_launch()["submitted"] == [0]
+    finally:
+        subprocess.run(["scancel", *slurm_ids(out).values(), job_id], check=False)
+
+
+@pytest.mark.slow
+def test_a_sweep_of_hydras_own_launcher_names_refused_jobs_in_its_summary_and_fails(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "train.py", "-m", "training.compile.optimizer=adamm,sgdd", *QUICK]
+    done = run([*cmd, f"hydra.sweep.dir={out}"], timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "Traceback" not in output and "Error executing job" not in output, output[-3000:]
+    for job, name in ((0, "adamm"), (1, "sgdd")):  # both ran (the first did not stop the sweep), both named
+        assert f"bionn: job {out / str(job)} did not train: the command-line override " in output
+        assert f"unknown optimizer '{name}'" in output
+    assert "# Sweep summary" in output and (out / "summary.csv").exists()
+    assert sorted(p.name for p in (out / "0").iterdir()) == ["train.log"]  # nothing but Hydra's log

@@ -51,7 +51,8 @@ def test_unknown_choice_names_are_rejected_at_composition(override, allowed):
     [
         (
             ["training.epochs=4", "training.schedule.name=cosine", "training.schedule.warmup_epochs=5"],
-            r"conf/training/default\.yaml: training\.schedule\.warmup_epochs = 5\.0 is invalid: the warm-up "
+            r"the command-line override training\.schedule\.warmup_epochs=5: "
+            r"training\.schedule\.warmup_epochs = 5\.0 is invalid: the warm-up "
             r"must end before the training does \(training\.epochs = 4\)",
         ),
         (["training.schedule.warmup_epochs=-1"], r"training\.schedule\.warmup_epochs = -1\.0 .*>= 0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from bionn.config.errors import ConfigError
 from bionn.config.layers import check_layers
-from bionn.config.sources import config_file
+from bionn.config.sources import source_of
 
 SPLIT_NAMES = ("train", "val", "test")
 # Species of the mass-action system, in the order of every label row: E, S, ES, P.
@@ -150,11 +151,14 @@ def split_sizes(n_samples: int, splits: list[float]) -> tuple[int, int, int]:
     return n_train, n_val, n_samples - n_train - n_val
 
 
-def check_dataset(cfg: Any, source: str = "dataset config") -> None:
-    """Raise ConfigError naming `source`, the key and the value for any unusable setting."""
+def check_dataset(cfg: Any, source: str | Callable[[str], str] = "dataset config") -> None:
+    """Raise ConfigError naming the source, the key and the value for any unusable setting; `source`
+    is a file, or a function of the key within the dataset ("parameters.k1_min") that says where it
+    was set."""
 
     def fail(key: str, value: Any, allowed: str) -> None:
-        raise ConfigError(f"{source}: dataset.{key} = {value!r} is invalid: {allowed}")
+        where = source(key) if callable(source) else source
+        raise ConfigError(f"{where}: dataset.{key} = {value!r} is invalid: {allowed}")
 
     p, shape, sim = cfg.parameters, cfg.shape, cfg.simulation
     for name in RANGE_KEYS:
@@ -435,11 +439,11 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
     extra = [k for k in unknown_keys(cfg) if not k.startswith("hydra")]
     if extra:
         raise ConfigError(f"unknown config key(s): {'; '.join(extra)}")
-    check_dataset(cfg.dataset, source=config_file("dataset", hydra_cfg))
+    check_dataset(cfg.dataset, source=lambda key: source_of(f"dataset.{key}", hydra_cfg))
     t = cfg.training
 
     def fail(key: str, value: Any, allowed: str) -> None:
-        source = config_file("training", hydra_cfg)
+        source = source_of(f"training.{key}", hydra_cfg)
         raise ConfigError(f"{source}: training.{key} = {value!r} is invalid: {allowed}")
 
     if t.epochs < 1:
@@ -456,8 +460,10 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
         fail("compile.clipvalue", t.compile.clipvalue, "must be > 0, or null for no clipping")
     _check_training_controls(cfg, fail)
     if cfg.runtime.cpu_replicas < 1:
-        raise ConfigError(f"runtime.cpu_replicas = {cfg.runtime.cpu_replicas!r} is invalid: must be >= 1")
-    check_layers(cfg.model.layers, f"{config_file('model', hydra_cfg)}: model.layers")
+        source = source_of("runtime.cpu_replicas", hydra_cfg)
+        value = cfg.runtime.cpu_replicas
+        raise ConfigError(f"{source}: runtime.cpu_replicas = {value!r} is invalid: must be >= 1")
+    check_layers(cfg.model.layers, f"{source_of('model.layers', hydra_cfg)}: model.layers")
 
 
 # ---- checks of the schedule, weight decay and speed options ----------------------------

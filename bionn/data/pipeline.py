@@ -25,19 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from bionn.clock import EpochClock
 from bionn.data.dataset import KineticsDataset, aligned_empty
 from bionn.data.stats import STD_EPSILON, Statistics
 
 # Samples generated per Python call: the call overhead of tf.numpy_function (~0.5 ms)
 # is amortised over this many samples, and the compiled kernel runs on all cores.
 CHUNK_SAMPLES = 2048
-
-
-class EpochClock:
-    """The epoch the training data should serve (set by `bionn.nn.callbacks.EpochClockCallback`)."""
-
-    def __init__(self, epoch: int = 0):
-        self.epoch = epoch
 
 
 @dataclass(frozen=True)

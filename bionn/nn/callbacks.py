@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bionn.data.pipeline import EpochClock
+from bionn.clock import EpochClock
 from bionn.io import atomic_path, atomic_save_npz
 from bionn.run_folder import BACKUP, BACKUP_STATE, CHECKPOINTS, RunFolder, history_columns
 
@@ -157,7 +157,9 @@ class RunBackup(keras.callbacks.Callback):
     Keep it last in the callback list: it commits after every other callback wrote its files
     for the epoch (a kill before the commit trains the epoch again and rewrites them) and it
     restores early stopping after that callback's own reset. Only the chief writes (`write`);
-    every worker restores.
+    every worker restores. `pruners`: callbacks whose true `pruned` attribute stopped training (a
+    search's ReportEpochs); that decision is part of the commit, so a run killed after its pruned
+    epoch resumes as pruned.
     """
 
     STATE = BACKUP_STATE
@@ -167,13 +169,16 @@ class RunBackup(keras.callbacks.Callback):
         folder: RunFolder,
         early: keras.callbacks.EarlyStopping | None = None,
         write: bool = True,
+        pruners: list[keras.callbacks.Callback] = (),
     ):
         super().__init__()
         self.folder = folder
         self.directory = folder / BACKUP
         self.early = early
         self.write = write
-        self.stopped = False  # the restored state ended training (early stopping or NaN)
+        self.pruners = list(pruners)
+        self.stopped = False  # the restored state ended training (early stopping, NaN or pruning)
+        self.pruned = False  # the restored state was pruned
         self._early_state: dict | None = None
 
     def restore(self, model: keras.Model) -> int:
@@ -188,6 +193,7 @@ class RunBackup(keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)  # its variables are in the weights file
         model.load_weights(self.directory / state["weights"])
         self.stopped = bool(state["stopped"])
+        self.pruned = bool(state.get("pruned", False))
         self._early_state = state.get("early_stopping")
         return int(state["epoch"])
 
@@ -210,6 +216,7 @@ class RunBackup(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "weights": f"epoch_{epoch + 1}.weights.h5",
             "stopped": bool(self.model.stop_training),
+            "pruned": self.pruned or any(getattr(c, "pruned", False) for c in self.pruners),
         }
         with atomic_path(self.directory / state["weights"]) as tmp:
             self.model.save_weights(tmp)

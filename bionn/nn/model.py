@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from bionn.config.errors import ConfigError
 from bionn.config.layers import RESIDUAL, check_layer_spec, check_layers, layer_arguments
-from bionn.config.sources import config_file
+from bionn.config.sources import source_of
 from bionn.nn.blocks import Residual
 from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
 
@@ -41,7 +41,7 @@ def build_model(
     source: the model config's file for error messages (default: the one Hydra used).
     """
     name = str(model_cfg.name)
-    source = source or config_file("model")
+    source = source or source_of("model.layers")
     specs = check_layers(model_cfg.layers, f"{source}: model.layers")  # Residual repeats spelled out
     if keras.config.dtype_policy().name != "float32":  # mixed precision: the output layer stays float32
         specs[-1] = {"dtype": "float32", **_as_dict(specs[-1])}
@@ -72,8 +72,9 @@ def make_metric(name: str) -> keras.metrics.Metric:
         return keras.metrics.get(name)
     except ValueError:
         raise ConfigError(
-            f"training.compile.metrics: unknown metric {name!r}; allowed: R_squared or any keras.metrics "
-            f"name (e.g. MeanSquaredError, MeanAbsoluteError, RootMeanSquaredError, R2Score)"
+            f"{source_of('training.compile.metrics')}: training.compile.metrics: unknown metric {name!r}; "
+            "allowed: R_squared or any keras.metrics name (e.g. MeanSquaredError, MeanAbsoluteError, "
+            "RootMeanSquaredError, R2Score)"
         ) from None
 
 
@@ -90,15 +91,16 @@ def check_compile(compile_cfg: Any, learning_rate: Any = None) -> tuple[Any, Any
         optimizer = keras.optimizers.get({"class_name": compile_cfg.optimizer, "config": options})
     except ValueError:
         raise ConfigError(
-            f"training.compile.optimizer: unknown optimizer {compile_cfg.optimizer!r}; allowed: any "
-            "keras.optimizers name (adam, sgd, rmsprop, adamw, ...)"
+            f"{source_of('training.compile.optimizer')}: training.compile.optimizer: unknown optimizer "
+            f"{compile_cfg.optimizer!r}; allowed: any keras.optimizers name (adam, sgd, rmsprop, adamw, ...)"
         ) from None
     try:
         loss = keras.losses.get(compile_cfg.loss)
     except ValueError:
         raise ConfigError(
-            f"training.compile.loss: unknown loss {compile_cfg.loss!r}; allowed: any keras.losses name "
-            "(mean_squared_error, mean_absolute_error, huber, ...)"
+            f"{source_of('training.compile.loss')}: training.compile.loss: unknown loss "
+            f"{compile_cfg.loss!r}; allowed: any keras.losses name (mean_squared_error, "
+            "mean_absolute_error, huber, ...)"
         ) from None
     metrics = [make_metric(str(m)) for m in compile_cfg.metrics]
     return optimizer, loss, metrics

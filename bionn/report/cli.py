@@ -12,6 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from bionn.io import atomic_write_bytes
+from bionn.outcome import ENDED
 from bionn.report.read import (
     BaselineProvider,
     JobState,
@@ -96,10 +97,18 @@ class SweepReport(Callback):
         files = ", ".join(written_files(sweep_dir))
         print("\n" + text + f"\nbionn-report: wrote {files} in {sweep_dir}", flush=True)
         failed = [j for j in jobs if j.status == Status.FAILED]
+        for job in failed:
+            print(f"bionn: job {job.job} failed: {job.error} (see {job.path / ERROR})", file=sys.stderr)
+        # Jobs of this process that were refused or stopped before training (bionn.outcome): their
+        # folders were left as they were, so only this process knows.
+        ended, ENDED[:] = list(ENDED), []
+        for folder, message in ended:
+            print(f"bionn: job {folder} did not train: {message}", file=sys.stderr)
         if failed:
-            for job in failed:
-                print(f"bionn: job {job.job} failed: {job.error} (see {job.path / ERROR})", file=sys.stderr)
             print(f"bionn: {len(failed)} of {len(jobs)} job(s) failed", file=sys.stderr, flush=True)
+        if ended:
+            print(f"bionn: {len(ended)} job(s) did not train (refused)", file=sys.stderr, flush=True)
+        if failed or ended:
             raise SystemExit(1)
 
 

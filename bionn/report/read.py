@@ -29,6 +29,7 @@ from bionn.run_folder import (
     read_json,
 )
 from bionn.search.folder import SEARCH
+from bionn.slurm import DEAD, QUEUED
 from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 # A baseline provider maps a composed dataset config (a dict) and the run's statistics cache
@@ -165,19 +166,6 @@ def _natural(name: str) -> list:
 
 # ---- watching a sweep -----------------------------------------------------------------------
 
-# squeue states of a job that is gone for good, without bionn having recorded an end
-DEAD = {
-    "CANCELLED": "cancelled",
-    "OUT_OF_MEMORY": "out of memory",
-    "NODE_FAIL": "node failure",
-    "BOOT_FAIL": "node failure",
-    "FAILED": "failed outside training",
-    "TIMEOUT": "timed out",
-    "DEADLINE": "timed out",
-    "PREEMPTED": "preempted",
-    "REVOKED": "revoked",
-}
-QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
 OK = {Status.COMPLETED.value, Status.EARLY_STOPPED.value, Status.PRUNED.value}
 
 

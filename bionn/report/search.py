@@ -488,7 +488,7 @@ def launched_on_cluster(root: Path) -> bool:
 def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> list[WorkerState]:
     """Every worker of the search in `root`, from workers/<i>/worker.json and, where the cluster answers,
     `queue` ({job id: squeue state}; None when there is no answer)."""
-    from bionn.report.read import DEAD, QUEUED
+    from bionn.slurm import DEAD, QUEUED
     from bionn.sweep_folder import SweepFolder, SweepFolderError
     from hydra_plugins.bionn_search.config import SearchConf
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bionn.io import atomic_write_json
-from bionn.run_folder import RunFolder, RunFolderError, _process_alive, now, read_json
+from bionn.run_folder import RunFolder, RunFolderError, now, process_alive, read_json
 from bionn.search.space import SearchError, SearchSpec, make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class SearchFolder:
         if index == me and record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
             return True
         if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
-            if not _process_alive(record["pid"]):
+            if not process_alive(record["pid"]):
                 return False
         return time.time() - float(record.get("heartbeat_unix", 0)) < dead_after_s
 

@@ -4,9 +4,11 @@ They are hydra-submitit-launcher's, with a sweep's life added (docs/sweeps.md):
 
 - **Resume.** The sweep folder records its job list (sweep.json, bionn.sweep_folder). Launched
   again into the same folder, a job whose run folder holds a finished run of the same config is
-  not submitted (no Slurm job, no process); an unfinished one resumes in its run folder; job
-  numbers stay. A launch whose job list, or a job's result-deciding values (its run folder's
-  ledger), differ from what the folder holds is refused before anything is submitted.
+  not submitted (no Slurm job, no process); nor is one still pending or running (squeue, or its
+  run folder's running attempt), which is named with how to cancel it; an unfinished one resumes
+  in its run folder; job numbers stay. A launch whose job list, or a job's result-deciding values
+  (its run folder's ledger), differ from what the folder holds is refused before anything is
+  submitted.
 - **Wait, or not.** With `wait: true` the launcher waits for every job, even after one failed:
   a job that failed in training records it and returns, and the sweep report names it; a job
   that raised anyway, or died without a result (killed, out of memory, node failure), is named
@@ -23,11 +25,12 @@ import copy
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -36,7 +39,16 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bionn.pins import require_tested
-from bionn.run_folder import ERROR, FINAL_STATUSES, FINISHED, ConfigChanged, RunFolderError, Status
+from bionn.run_folder import (
+    ERROR,
+    FINAL_STATUSES,
+    FINISHED,
+    ConfigChanged,
+    RunFolderError,
+    Status,
+    process_alive,
+)
+from bionn.slurm import QUEUED, RUNNING, attempt_job_id, queue_states
 from bionn.sweep_folder import SWEEP, Job, SweepFolder, SweepFolderError, SweepRefused
 from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (registers the launcher schemas)
 
@@ -104,7 +116,12 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         try:
             folder.check_jobs(jobs, sweep_overrides)
             finished = self._check_run_folders(folder, jobs, configs)
-            todo = [(job, cfg) for job, cfg in zip(jobs, configs, strict=True) if job.num not in finished]
+            live = live_jobs(folder, [job for job in jobs if job.num not in finished])
+            todo = [
+                (job, cfg)
+                for job, cfg in zip(jobs, configs, strict=True)
+                if job.num not in finished and job.num not in live
+            ]
             resources = [(self._resources(cfg), job) for job, cfg in todo]
         except ValueError as err:  # refused before anything was submitted: the message, no traceback
             print(f"bionn: error: {err}", file=sys.stderr, flush=True)
@@ -115,6 +132,15 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 f"  (finished: {finished[job.num]['status']}; not submitted)" if job.num in finished else ""
             )
             log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}{state}")
+        if live:
+            lines = [f"  #{num}: {what}" for num, what in sorted(live.items())]
+            print(
+                f"bionn: {len(live)} job(s) of the sweep are still pending or running; not submitted again:\n"
+                + "\n".join(lines)
+                + f"\nWait for them (bionn-report {sweep_dir} --watch), or cancel them and launch again.",
+                file=sys.stderr,
+                flush=True,
+            )
         folder.record_launch(
             jobs,
             sweep_overrides,
@@ -124,6 +150,7 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 "wait": self.wait,
                 "submitted": [job.num for job, _ in todo],
                 "finished": sorted(finished),
+                "live": sorted(live),
                 "arrays": [],
             },
         )
@@ -134,10 +161,13 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         for job in jobs:
             if job.num in finished:
                 returns.append(_finished_return(job, finished[job.num]))
-            elif not self.wait:
+            elif not self.wait or job.num in live:
                 returns.append(Submitted(overrides=list(job.overrides), status=JobStatus.UNKNOWN))
             else:
-                ret = self._result(job, submitted[job.num], folder)
+                try:
+                    ret = self._result(job, submitted[job.num], folder)
+                except KeyboardInterrupt:
+                    self._interrupted_while_waiting(folder)
                 if ret.status == JobStatus.FAILED:
                     failures.append(_describe_failure(job, folder, submitted[job.num], ret))
                 returns.append(ret)
@@ -147,6 +177,22 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
             log.error(report)
             print(report, file=sys.stderr)
         return returns
+
+    def _interrupted_while_waiting(self, folder: SweepFolder) -> NoReturn:
+        """Ctrl-C while the launcher waits: say what goes on and how to follow it, and end as SIGINT does."""
+        jobs = (
+            "the jobs go on in Slurm"
+            if self._EXECUTOR == "slurm"
+            else "the jobs got the signal too and record their interruption"
+        )
+        print(
+            f"\nbionn: interrupted while waiting for the sweep {folder.path}; {jobs}. Follow it: "
+            f"bionn-report {folder.path} --watch; resume what did not finish: "
+            f"bionn-sweep resume {folder.path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(130)
 
     def _job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
         """The job's composed config (with its hydra node), as the job itself will compose it."""
@@ -304,6 +350,48 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 f"see {submitit_job.paths.stderr}"
             )
             return ret
+
+
+def live_jobs(folder: SweepFolder, jobs: list[Job]) -> dict[int, str]:
+    """{job number: what runs} of the jobs that are still pending or running: a Slurm job squeue holds
+    as pending or running (the sweep's recorded id, or the id of the run folder's running attempt), or
+    a running attempt whose process still exists on this host. Submitting such a job again would put a
+    second process into its run folder."""
+    queue = queue_states()
+    ids = folder.slurm_ids() if folder.exists() else {}
+    last = (folder.last_launch() or {}) if folder.exists() else {}
+    local = last.get("launcher") == "local" and last.get("host") == socket.gethostname()
+    host = socket.gethostname()
+    live = {}
+    for job in jobs:
+        try:
+            attempts = folder.run_folder(job).attempts()
+        except RunFolderError:
+            attempts = []
+        running = attempts[-1] if attempts and attempts[-1].get("outcome") is None else None
+        for job_id in dict.fromkeys([ids.get(job.num), attempt_job_id((running or {}).get("slurm"))]):
+            state = (queue or {}).get(job_id or "")
+            if state in QUEUED or state in RUNNING:
+                live[job.num] = f"Slurm job {job_id} is {state} (cancel it: scancel {job_id})"
+                break
+        else:
+            pid = (running or {}).get("pid") if (running or {}).get("host") == host else None
+            if running and not running.get("slurm") and isinstance(pid, int) and process_alive(pid):
+                live[job.num] = f"process {pid} on {host} trains it (stop it: kill -INT {pid})"
+            elif local and _local_job_alive(ids.get(job.num)):  # started, but no attempt recorded yet
+                pid = ids[job.num]
+                live[job.num] = f"process {pid} on {host} is starting it (stop it: kill -INT {pid})"
+    return live
+
+
+def _local_job_alive(job_id: str | None) -> bool:
+    """A job of the local launcher (its id is its process id) whose submitit process still runs here."""
+    if not job_id or not job_id.isdigit() or not process_alive(int(job_id)):
+        return False
+    try:
+        return b"submitit" in Path(f"/proc/{job_id}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def plan_arrays(jobs: list[tuple[dict, Job]], max_size: int | None, parallelism: int | None) -> list[Array]:
