@@ -2,19 +2,21 @@
 
 An outcome the user caused ends with one paragraph (what, where, the way out) and its exit code:
 
-    a refusal, a config error at any stage, a corrupt record     1
-    a failed training (error.json holds the traceback)          1
-    an interruption by signal n (Ctrl-C is SIGINT, 2)          128 + n
+    a refusal (another config in the folder), a corrupt record     1   (nothing written)
+    a config error found by bionn's checks                         1   (a failed attempt, no ledger)
+    a failure during training (error.json holds the traceback)     1
+    an interruption by signal n (Ctrl-C is SIGINT, 2)             128 + n
 
-bionn.train has recorded an interruption or a failure in the run folder and said so (how to
-resume, where error.json is); every other designed outcome is refused before anything is
-written. `HYDRA_FULL_ERROR=1` shows the Python traceback as well. Inside a sweep:
+bionn.train has recorded a config error, a failure or an interruption in the run folder and said
+so (how to resume, where error.json is); a refusal happens before anything is written.
+`HYDRA_FULL_ERROR=1` shows the Python traceback as well. Inside a sweep a recorded failure is
+returned (bionn.train), and the sweep report names it; a job that ended without a result in its
+run folder is noted in ENDED and shown by the sweep report (bionn.report.SweepReport) as failed,
+with its reason, before it exits 1:
 
-- jobs run in this process (Hydra's basic launcher): the job's paragraph is logged and noted in
-  ENDED, the sweep goes on, and the sweep report (bionn.report.SweepReport) names the job and
-  exits 1 when the sweep ends;
-- jobs run by bionn's launchers (local, Slurm): the error goes back to the launcher, which names
-  the job in one line.
+- jobs run in this process (Hydra's basic launcher): a refused job, here;
+- jobs run by bionn's launchers (local, Slurm): a job that raised or died, by the launcher (which,
+  without the sweep report, names it itself and exits 1).
 An error bionn did not design (a bug) keeps its traceback, except in a sweep run in this process,
 where it is noted like the others so that the sweep and its report still end.
 """
@@ -35,8 +37,9 @@ from bionn.sweep_folder import SweepFolderError
 log = logging.getLogger("bionn")
 
 DESIGNED = (ConfigError, RunFolderError, SweepFolderError, UntestedVersionError)
-# (job folder, message) of every job of this process's sweep that ended without training.
-ENDED: list[tuple[str, str]] = []
+# (run folder, overrides, why) of every job of this process's sweep that ended without a result in its run
+# folder: refused in this process, or raised or died under a bionn launcher. The sweep report shows them.
+ENDED: list[tuple[str, list[str], str]] = []
 
 
 def end_cleanly(job: Callable[[], Any]) -> Any:
@@ -55,12 +58,14 @@ def end_cleanly(job: Callable[[], Any]) -> Any:
         where = _sweep()
         if where is None and getattr(err, "recorded", False):
             raise SystemExit(1) from None  # bionn.train logged it and wrote error.json, traceback included
-        if where == "launcher" or (where is None and not isinstance(err, DESIGNED)):
-            raise
-        message = str(err) if isinstance(err, DESIGNED) else f"{type(err).__name__}: {err}"
-        log.error("%s", message)
+        designed = isinstance(err, DESIGNED)
+        message = str(err) if designed else f"{type(err).__name__}: {err}"
+        if designed:
+            log.error("%s", message)
+        if where == "launcher" or (where is None and not designed):
+            raise  # the launcher names the job (a bug keeps its traceback)
         if where == "here":
-            ENDED.append((_job_folder(), message))
+            ENDED.append(_ended_job(message))
             return float("inf")
         raise SystemExit(1) from None
 
@@ -101,7 +106,9 @@ def _sweep() -> str | None:
     return "here" if sweep_report_collects_failures() else None
 
 
-def _job_folder() -> str:
+def _ended_job(why: str) -> tuple[str, list[str], str]:
+    """(run folder, overrides, why) of the running job, for ENDED."""
     from hydra.core.hydra_config import HydraConfig
 
-    return str(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    return str(hydra_cfg.runtime.output_dir), [str(o) for o in hydra_cfg.overrides.task], why

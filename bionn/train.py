@@ -56,7 +56,7 @@ from bionn.run_folder import (
     Status,
     remove_backup,
 )
-from bionn.slurm import Worker, slurm_info
+from bionn.slurm import Worker, current_worker, slurm_info
 
 log = logging.getLogger(__name__)
 SPLIT_KEYS = {"train": "train", "val": "validation", "test": "test"}
@@ -81,9 +81,11 @@ def run(
 ) -> float:
     """Train one composed config; returns the final validation loss (what a sweeper minimises).
 
-    Every check that needs no training runs before anything is written: the config (check_run), the
-    folder's ledger (claim), and the device layout, dataset and model built and compiled on the config
-    alone (prepare). A ConfigError or a refusal therefore leaves the folder as it was.
+    Check everything, then write: the folder's ledger is read first (claim: a refusal writes nothing),
+    then every check that needs no training runs (check_run, and prepare: the device layout, dataset
+    and model built and compiled on the config alone) before the statistics are computed and before
+    the ledger is written. A config error is recorded as a failed attempt (error.json) without a
+    ledger, so the corrected config runs in the same folder.
 
     callbacks: extra Keras callbacks (a search's pruning, bionn.search); a callback with a true
     `pruned` attribute at the end makes the run's status pruned. overrides: what .hydra/overrides.yaml
@@ -92,7 +94,6 @@ def run(
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    check_run(cfg)
     claimed = claim(folder, config, cfg.runtime.on_config_change)
     if claimed.finished is not None:
         log.info(
@@ -102,34 +103,43 @@ def run(
             claimed.finished["status"],
         )
         return _nan_to_inf(((claimed.finished.get("evaluation") or {}).get("validation") or {}).get("loss"))
-    setup = prepare(cfg)
-    worker = setup.worker
-    folder.path.mkdir(parents=True, exist_ok=True)
-    if worker.is_chief:
-        if claimed.move_aside:
+    worker = current_worker()
+    setup = None
+    if claimed.move_aside:  # checked before another config's run is moved: a config error moves nothing
+        setup = checked(cfg)
+        if worker.is_chief:
             target = folder.move_aside()
             log.warning("moved the previous contents of %s into %s; starting afresh", folder.path, target)
-        elif claimed.superseded is not None:
-            log.warning(
-                "%s held another config whose attempts ended before their first committed epoch; this config "
-                "replaces it in %s (their records stay in %s)",
-                folder.path,
-                LEDGER,
-                ATTEMPTS,
-            )
+    elif claimed.superseded is not None and worker.is_chief:
+        log.warning(
+            "%s held another config whose attempts ended before their first committed epoch; this config "
+            "replaces it in %s once its checks pass (their records stay in %s)",
+            folder.path,
+            LEDGER,
+            ATTEMPTS,
+        )
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if worker.is_chief:
         folder.begin_attempt(slurm_info())
     started = time.time()
     with observe_signals(folder.note_signal if worker.is_chief else None) as signals:
         try:
             if worker.is_chief:
                 folder.write_hydra(_hydra_files(cfg, overrides))
-                if claimed.new_ledger:
-                    folder.write_ledger(config, superseded=claimed.superseded)
+            setup = setup or checked(cfg)
+            if worker.is_chief and claimed.new_ledger:
+                folder.write_ledger(config, superseded=claimed.superseded)
             training = build(cfg, setup, folder, callbacks or [])
             fit_time = fit(training)
             return finish(training, fit_time, started)
         except BaseException as err:
             return _record_end(folder, err, signals, started, worker)
+
+
+def checked(cfg: Any) -> Setup:
+    """Every check of the config that needs no training: check_run, then prepare()."""
+    check_run(cfg)
+    return prepare(cfg)
 
 
 @dataclass

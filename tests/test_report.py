@@ -22,6 +22,7 @@ from bionn.baseline import cached_baseline
 # Job 1 fails at the config check (before any training); jobs 0 and 2 train one quick epoch.
 SWEEP = ["model=P", "debug=quick", "training.compile.learning_rate=0.001,-1,0.002"]
 FAILURE = "training.compile.learning_rate = -1.0 is invalid"
+SOURCE = "the command-line override training.compile.learning_rate=-1"
 
 
 def multirun(*overrides: str, cache: Path) -> subprocess.CompletedProcess:
@@ -66,7 +67,7 @@ def test_sweep_with_a_failing_job_finishes_the_others_prints_the_table_and_exits
             for line in table.splitlines()
         )
     assert "test r_squared" in table and "## Failed jobs" in table and FAILURE in table
-    assert f"bionn: job 1 failed: {ROOT / 'conf/training/default.yaml'}: {FAILURE}" in done.stderr
+    assert f"bionn: job 1 failed: {SOURCE}: {FAILURE}" in done.stderr
     assert "1 of 3 job(s) failed" in done.stderr
 
     rows = summary_rows(folder)
@@ -181,5 +182,5 @@ def test_submitit_local_sweep_with_a_failing_job_exits_nonzero_after_the_others(
     assert done.returncode == 1, done.stderr[-3000:]
     assert json.loads((folder / "1" / "final_results.json").read_text())["status"] == "completed"
     assert "2 job(s): 1 failed, 1 completed" in done.stdout  # printed by the launcher process
-    assert f"bionn: job 0 failed: {ROOT / 'conf/training/default.yaml'}: {FAILURE}" in done.stderr
+    assert f"bionn: job 0 failed: {SOURCE}: {FAILURE}" in done.stderr
     assert [r["status"] for r in summary_rows(folder).values()] == ["failed", "completed"]

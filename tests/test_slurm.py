@@ -263,14 +263,18 @@ def test_slurm_sweep_with_a_job_cancelled_mid_training_names_it_and_fails(slurm,
     slurm_job = read(out / "1" / "info.json")["slurm"]
     job = f"{slurm_job['array_job_id']}_{slurm_job['array_task_id']}"
     subprocess.run(["scancel", job], check=True, capture_output=True)  # killed: no error.json, no result
-    _, stderr = launcher.communicate(timeout=900)
+    stdout, stderr = launcher.communicate(timeout=900)
 
     assert launcher.returncode != 0
     assert read(out / "0" / "final_results.json")["status"] == "completed"  # the other job finished
     assert not (out / "1" / "final_results.json").exists()
-    assert "1 of 2 sweep job(s) failed" in stderr and "training.epochs=30" in stderr
-    assert re.search(r"ended CANCELLED.* without error.json; job log: \S+_log.err", stderr), stderr[-3000:]
-    assert f"bionn-report {out}" in stderr
+    assert "bionn: 1 of 2 job(s) failed" in stderr and "# Sweep summary" in stdout  # the report names it
+    assert re.search(
+        r"job 1 failed: run folder \S+, job \S+: ended CANCELLED.* without error.json; job log: "
+        r"\S+_log.err",
+        stderr,
+    ), stderr[-3000:]
+    assert [r["status"] for r in csv.DictReader((out / "summary.csv").open())] == ["completed", "failed"]
 
 
 def test_local_launcher_sweep_runs_every_configuration_as_its_own_process(cache, tmp_path):

@@ -282,7 +282,7 @@ def test_resume_submits_no_second_copy_of_a_pending_job_and_names_it(slurm, cach
 
 
 @pytest.mark.slow
-def test_a_sweep_of_hydras_own_launcher_names_refused_jobs_in_its_summary_and_fails(tmp_path):
+def test_a_sweep_of_hydras_own_launcher_names_failed_and_refused_jobs_in_its_summary_and_fails(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "train.py", "-m", "training.compile.optimizer=adamm,sgdd", *QUICK]
     done = run([*cmd, f"hydra.sweep.dir={out}"], timeout=600)
@@ -290,7 +290,7 @@ def test_a_sweep_of_hydras_own_launcher_names_refused_jobs_in_its_summary_and_fa
     assert done.returncode == 1, output[-3000:]
     assert "Traceback" not in output and "Error executing job" not in output, output[-3000:]
     for job, name in ((0, "adamm"), (1, "sgdd")):  # both ran (the first did not stop the sweep), both named
-        assert f"bionn: job {out / str(job)} did not train: the command-line override " in output
-        assert f"unknown optimizer '{name}'" in output
-    assert "# Sweep summary" in output and (out / "summary.csv").exists()
-    assert sorted(p.name for p in (out / "0").iterdir()) == ["train.log"]  # nothing but Hydra's log
+        source = f"the command-line override training.compile.optimizer={name}"
+        assert f"bionn: job {job} failed: {source}: training.compile.optimizer: unknown optimizer" in output
+        assert not (out / str(job) / "ledger.json").exists()  # recorded as failed, not locked
+    assert "2 job(s): 2 failed" in output and [r["status"] for r in rows(out)] == ["failed", "failed"]

@@ -169,19 +169,16 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
     assert "already finished (completed)" in finished.stdout and len(folder.attempts()) == 3
 
 
-def only_the_job_log(run: Path) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
-
-
-def test_errors_before_training_write_nothing_a_failed_start_takes_a_corrected_config_and_another_is_refused(
+def test_config_errors_lock_no_folder_a_failed_start_takes_a_corrected_config_and_another_is_refused(
     tmp_path,
 ):
     cache = tmp_path / "cache"
     run = tmp_path / "run"
     args = ["debug=quick", f"hydra.run.dir={run}"]
 
-    # A typo found while the model is built and compiled: one paragraph naming the override, no
-    # traceback, no TensorFlow start-up lines although the user set TF_CPP_MIN_LOG_LEVEL, nothing written.
+    # A typo found while the model is built and compiled, before the statistics and the ledger: one
+    # paragraph naming the override, no traceback, no TensorFlow start-up lines although the user set
+    # TF_CPP_MIN_LOG_LEVEL; recorded as a failed attempt, with no ledger to lock the folder.
     quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     typo = train("model=E", "training.compile.optimizer=adamm", *args, cache=cache, check=False, env=quiet)
     output = typo.stdout + typo.stderr
@@ -192,7 +189,8 @@ def test_errors_before_training_write_nothing_a_failed_start_takes_a_corrected_c
     assert "unknown optimizer 'adamm'; allowed: " in output
     assert "Traceback" not in output and "HYDRA_FULL_ERROR" not in output, output[-3000:]
     assert "oneDNN" not in output and not re.search(r"^[IWE]\d{4} ", output, re.M), output[-3000:]
-    assert only_the_job_log(run) == ["train.log"] and not cache.exists()
+    assert not (run / "ledger.json").exists() and not cache.exists()  # no statistics computed
+    assert json.loads((run / "error.json").read_text())["type"] == "ConfigError"
 
     # A failure while training starts (its statistics cannot be cached): recorded, with its traceback in
     # error.json, ended in one line; no epoch was committed.
@@ -200,6 +198,7 @@ def test_errors_before_training_write_nothing_a_failed_start_takes_a_corrected_c
     blocked.write_text("")
     failed = train("model=E", "training.epochs=2", *args, cache=blocked / "cache", check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
+    assert [a["error"]["type"] for a in RunFolder(run).attempts()] == ["ConfigError", "NotADirectoryError"]
     error = json.loads((run / "error.json").read_text())
     assert error["type"] == "NotADirectoryError" and "Traceback" in error["traceback"]
     assert results(run)["status"] == "failed" and (run / ".hydra" / "config.yaml").is_file()
@@ -208,8 +207,7 @@ def test_errors_before_training_write_nothing_a_failed_start_takes_a_corrected_c
     # Written under umask 002: every file is group-writable, as a plain open() would make it.
     train("model=E", *args, cache=cache, umask=0o002)
     folder = RunFolder(run)
-    assert [a["outcome"] for a in folder.attempts()] == ["failed", "completed"]
-    assert folder.attempts()[0]["error"]["type"] == "NotADirectoryError"
+    assert [a["outcome"] for a in folder.attempts()] == ["failed", "failed", "completed"]
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["config"]["training"]["epochs"] == 1
     assert [old["config"]["training"]["epochs"] for old in ledger["superseded"]] == [2]

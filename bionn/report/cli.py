@@ -14,11 +14,13 @@ from hydra.experimental.callback import Callback
 from bionn.io import atomic_write_bytes
 from bionn.outcome import ENDED
 from bionn.report.read import (
+    NOT_STARTED,
     BaselineProvider,
     JobState,
     JobSummary,
     baseline_rows,
     collect,
+    natural,
     ridge_baseline,
     watch_states,
 )
@@ -42,17 +44,21 @@ SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
 
 def write_report(
-    root: Path, out: Path | None = None, baseline: BaselineProvider | None = ridge_baseline
+    root: Path,
+    out: Path | None = None,
+    baseline: BaselineProvider | None = ridge_baseline,
+    ended: list[tuple[str, list[str], str]] = (),
 ) -> tuple[list[JobSummary], str]:
     """Read every run under root, write summary.{csv,md,png} into out (default root); in a search folder
-    also search.csv, best.yaml and search.png (bionn.report.search).
+    also search.csv, best.yaml and search.png (bionn.report.search). ended: (run folder, overrides, why)
+    of the sweep's jobs that ended without a result in their folder (bionn.outcome.ENDED): failed rows.
 
     Returns the jobs (model runs, then baseline rows) and the markdown text (the search's trials first).
     """
     root, out = Path(root), Path(out or root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder (expected a run or multirun folder)")
-    runs = collect(root)
+    runs = with_ended_jobs(collect(root), root, ended)
     jobs = runs + baseline_rows(runs, baseline)
     notes: list[str] = []
     if not runs:
@@ -67,6 +73,23 @@ def write_report(
     if is_search(root):
         text = write_search(root, out) + "\n" + text
     return jobs, text
+
+
+def with_ended_jobs(runs: list[JobSummary], root: Path, ended) -> list[JobSummary]:
+    """The runs, with each job that ended without a result in its folder shown as failed with its reason
+    (a folder that still holds an earlier run keeps a note of it)."""
+    by_path = {job.path: job for job in runs}
+    for path, overrides, why in ended:
+        path = Path(path)
+        job = by_path.get(path)
+        if job is None:
+            name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+            job = by_path[path] = JobSummary(job=name, path=path, status=Status.FAILED.value)
+            runs.append(job)
+        elif job.status != NOT_STARTED:
+            job.problems.append(f"the folder holds an earlier run ({job.status}); this launch of it failed")
+        job.status, job.error, job.overrides = Status.FAILED.value, why, list(overrides)
+    return sorted(runs, key=lambda j: natural(j.job))
 
 
 def written_files(root: Path) -> tuple[str, ...]:
@@ -87,8 +110,11 @@ class SweepReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not OmegaConf.select(config, "hydra.launcher.wait", default=True):
             return  # the jobs were only submitted: the last one to end writes the report
+        # Jobs that ended without a result in their run folder (refused before anything was written,
+        # raised in another process, killed): only this process knows them (bionn.outcome.ENDED).
+        ended, ENDED[:] = list(ENDED), []
         try:
-            jobs, text = write_report(sweep_dir)
+            jobs, text = write_report(sweep_dir, ended=ended)
         except Exception as err:
             print(
                 f"bionn-report: could not report on {sweep_dir}: {type(err).__name__}: {err}", file=sys.stderr
@@ -98,17 +124,10 @@ class SweepReport(Callback):
         print("\n" + text + f"\nbionn-report: wrote {files} in {sweep_dir}", flush=True)
         failed = [j for j in jobs if j.status == Status.FAILED]
         for job in failed:
-            print(f"bionn: job {job.job} failed: {job.error} (see {job.path / ERROR})", file=sys.stderr)
-        # Jobs of this process that were refused or stopped before training (bionn.outcome): their
-        # folders were left as they were, so only this process knows.
-        ended, ENDED[:] = list(ENDED), []
-        for folder, message in ended:
-            print(f"bionn: job {folder} did not train: {message}", file=sys.stderr)
+            see = f" (see {job.path / ERROR})" if (job.path / ERROR).exists() else ""
+            print(f"bionn: job {job.job} failed: {job.error}{see}", file=sys.stderr)
         if failed:
             print(f"bionn: {len(failed)} of {len(jobs)} job(s) failed", file=sys.stderr, flush=True)
-        if ended:
-            print(f"bionn: {len(ended)} job(s) did not train (refused)", file=sys.stderr, flush=True)
-        if failed or ended:
             raise SystemExit(1)
 
 

@@ -152,13 +152,13 @@ def collect(root: Path) -> list[JobSummary]:
             summary.overrides = list(job.overrides)
             summary.problems = ["no run folder: the job has not started (pending, cancelled, not submitted)"]
             jobs.append(summary)
-    return sorted(jobs, key=lambda j: _natural(j.job))
+    return sorted(jobs, key=lambda j: natural(j.job))
 
 
 SWEEP_NAME = "sweep.json"
 
 
-def _natural(name: str) -> list:
+def natural(name: str) -> list:
     import re
 
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]

@@ -38,6 +38,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from bionn.outcome import ENDED, sweep_report_collects_failures
 from bionn.pins import require_tested
 from bionn.run_folder import (
     ERROR,
@@ -60,6 +61,15 @@ SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait",
 
 class SweepJobFailed(RuntimeError):
     """A sweep job that ended without a result (killed, out of memory, failed on another task, ...)."""
+
+
+class Failed(JobReturn):
+    """A job that raised or died: named by the launcher (or the sweep report); its return_value is
+    infinity instead of raising, so that Hydra ends the sweep and its callbacks run."""
+
+    @property
+    def return_value(self) -> Any:  # type: ignore[override]
+        return float("inf")
 
 
 class Submitted(JobReturn):
@@ -169,13 +179,19 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 except KeyboardInterrupt:
                     self._interrupted_while_waiting(folder)
                 if ret.status == JobStatus.FAILED:
-                    failures.append(_describe_failure(job, folder, submitted[job.num], ret))
+                    label, why = _describe_failure(job, folder, submitted[job.num], ret)
+                    failures.append((label, why))
+                    ENDED.append((str(folder.run_folder(job).path), list(job.overrides), why))
+                    ret = Failed(ret.overrides, status=JobStatus.FAILED, _return_value=ret._return_value)
                 returns.append(ret)
         if failures:
-            report = f"{len(failures)} of {len(todo)} sweep job(s) failed:\n" + "\n".join(failures)
-            report += f"\nThe sweep's table of every job: bionn-report {sweep_dir}"
-            log.error(report)
-            print(report, file=sys.stderr)
+            if not sweep_report_collects_failures():  # else the sweep report shows them and exits 1
+                lines = [f"  {job}\n     {why}" for job, why in failures]
+                report = f"{len(failures)} of {len(todo)} sweep job(s) failed:\n" + "\n".join(lines)
+                report += f"\nThe sweep's table of every job: bionn-report {sweep_dir}"
+                log.error(report)
+                print(report, file=sys.stderr)
+                raise SystemExit(1)
         return returns
 
     def _interrupted_while_waiting(self, folder: SweepFolder) -> NoReturn:
@@ -492,7 +508,8 @@ def _report_if_every_job_ended(sweep_dir: Path) -> None:
         log.warning("could not write the sweep report of %s: %s (bionn-report %s)", sweep_dir, err, sweep_dir)
 
 
-def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: JobReturn) -> str:
+def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: JobReturn) -> tuple[str, str]:
+    """(the job, why it ended without a result)."""
     run = folder.run_folder(job)
     try:
         error = run.error()
@@ -505,7 +522,7 @@ def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: Job
     else:
         why = f"ended {submitit_job.state} without {ERROR}; job log: {submitit_job.paths.stderr}"
     where = f"run folder {run.path}, job {submitit_job.job_id}"
-    return f"  #{job.num} {' '.join(job.overrides)}\n     {where}: {why}"
+    return f"#{job.num} ({' '.join(job.overrides)})", f"{where}: {why}"
 
 
 class SlurmLauncher(_SweepLauncher):
