@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +237,22 @@ def test_written_files_have_the_mode_a_plain_open_gives_under_the_umask(tmp_path
     want = plain.stat().st_mode & 0o777
     assert want == 0o666 & ~umask
     assert {str(p): p.stat().st_mode & 0o777 for p in written} == {str(p): want for p in written}
+
+
+def test_train_py_ends_a_corrupt_record_in_one_paragraph_and_touches_nothing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ledger.json").write_text('{"fingerprint": "f", "config": ')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    done = subprocess.run(
+        [sys.executable, "train.py", "debug=quick", f"hydra.run.dir={run}"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert f"{run / 'ledger.json'}: not valid JSON" in output
+    assert "Traceback" not in output and "HYDRA_FULL_ERROR" not in output, output[-3000:]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "train.log"} == before
