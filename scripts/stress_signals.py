@@ -154,7 +154,7 @@ class Stress:
     rng: random.Random
     work: Path  # run folders and logs
     cache: Path  # the statistics cache all runs share
-    window: float  # seconds an uninterrupted run took: signals land in [0, window) after the start
+    window: float  # seconds the last uninterrupted run took: signals land in [0, window) after its start
     reference: dict  # its final evaluation
 
 
@@ -191,6 +191,7 @@ def one_run(n: int, mode_count: int, submitit: bool, stress: Stress) -> dict:
                 break
     record["sent"] = sent
     code = record["exit_code"] = wait(proc, args.timeout)
+    record["run_s"] = round(time.monotonic() - began, 1)
     folder = RunFolder(folder_path / "0" if submitit else folder_path)
     logs = [log, *folder_path.glob(".submitit/*/*.err"), *folder_path.glob(".submitit/*/*.out")]
     findings = [f"crash: {line}" for line in crash_lines(logs)]
@@ -257,6 +258,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the run folders and logs here")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    # A shell's background job (`cmd &`) ignores SIGINT, and so would every training it starts; a
+    # handler (unlike SIG_IGN) is reset at exec, so the trainings get SIGINT's default, as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="stress-signals-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
@@ -278,6 +282,8 @@ def main() -> None:
         mode_count = modes[submitit]
         modes[submitit] += 1
         records.append(one_run(n, mode_count, submitit, stress))
+        if not records[-1]["sent"] and records[-1]["exit_code"] == 0:  # the machine got faster
+            stress.window = records[-1]["run_s"]
         if not args.json:
             print(json.dumps(records[-1]), flush=True)
     findings = [f"run {r['run']} ({r['mode']}, {r['signal']}): {f}" for r in records for f in r["findings"]]
