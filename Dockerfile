@@ -14,13 +14,15 @@ ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu
 FROM ${BASE_IMAGE}
 
 WORKDIR /app
-# Dependencies first, from pyproject.toml alone (the base image's TensorFlow already satisfies its
-# pin): editing the code or the README reuses this layer. The pip cache is a build cache, not a layer.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml and requirements.lock alone: editing the code or the README
+# reuses this layer. The lock is a constraints file: pyproject.toml's dependencies, and theirs, at
+# exactly the versions the test suite ran with (its test-only rows are not installed); the base
+# image's own TensorFlow stays where it is the locked version. The pip cache is a build cache.
+COPY pyproject.toml requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/requirements.txt \
-    && python3 -m pip install -r /tmp/requirements.txt \
+    && python3 -m pip install -r /tmp/requirements.txt -c requirements.lock \
     && rm /tmp/requirements.txt
 COPY README.md ./
 COPY bionn ./bionn

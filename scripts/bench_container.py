@@ -7,7 +7,7 @@ Needs what the tests need: root and buildah (scripts/container/setup.sh). --cold
 cache: the stand-in base's tarball, the bionn images and the build's layer cache, so the run downloads
 Debian and the Python dependencies again. Without it, the caches of the last run are used: with the
 code unchanged, or with only the code changed (the dependencies' layer is keyed by pyproject.toml
-alone). The last line printed is one JSON object.
+and requirements.lock alone). The last line printed is one JSON object.
 """
 
 from __future__ import annotations

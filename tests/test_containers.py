@@ -2,9 +2,9 @@
 
 The container tests (marker `container`, also `slow`) build the Dockerfile unchanged with
 `buildah bud --isolation chroot` on a stand-in base (scripts/container/standin_base.sh: Debian
-bookworm with python3 and pip, no CUDA), then run a quick training, a two-job local sweep and two
-bad inputs in it with `buildah run --isolation chroot` as a non-root user, the results folder on the
-host. That proves the Dockerfile's steps, the entry point and the results contract; it does not prove
+bookworm with python3 and pip, no CUDA), check that it holds requirements.lock's versions, then run
+a quick training, a two-job local sweep and two bad inputs in it with `buildah run --isolation chroot`
+as a non-root user, the results folder on the host. That proves the Dockerfile's steps, the entry point and the results contract; it does not prove
 the official GPU base (CUDA, cuDNN, its Python) nor GPU training. No image registry is reachable and
 podman/docker-style runs fail here (setrlimit is forbidden): docs/containers.md says more.
 They need root, buildah and debootstrap (scripts/container/setup.sh, run by scripts/test.sh) and skip
@@ -280,6 +280,49 @@ def test_image_reports_an_unknown_override_like_train_py_on_the_host(image, tmp_
     error = [line for line in outside.stderr.splitlines() if "no_such_key" in line]
     assert error and all(line in inside.stderr for line in error), (outside.stderr, inside.stderr)
     assert not any(results.iterdir())
+
+
+# Run in the image: every distribution bionn needs there (its requirements, theirs, ..., with their
+# markers and extras evaluated in the image), name -> installed version, and the image's marker
+# environment. pip vendors `packaging`, so the image needs nothing more.
+INSTALLED_CLOSURE = """
+import json
+from importlib.metadata import distribution
+from pip._vendor.packaging.markers import default_environment
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
+
+installed, todo = {}, [("bionn", frozenset())]
+while todo:
+    name, extras = todo.pop()
+    if (name, extras) in installed:
+        continue
+    dist = distribution(name)
+    installed[(name, extras)] = dist.version
+    for req in map(Requirement, dist.requires or []):
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+            todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+versions = {name: version for (name, _), version in installed.items() if name != "bionn"}
+print(json.dumps({"installed": versions, "environment": default_environment()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.container
+def test_image_installs_the_locked_versions(image):
+    from test_pins import locked_versions
+
+    found = image.shell(f"python3 -c {shlex.quote(INSTALLED_CLOSURE)}")
+    assert found.returncode == 0, found.stderr[-3000:]
+    inside = json.loads(found.stdout)
+    locked = locked_versions(inside["environment"])
+    assert {"tensorflow", "keras", "numpy", "hydra-core", "numba", "submitit"} <= set(inside["installed"])
+    wrong = {
+        name: f"{version} (locked {locked.get(name, 'not at all')})"
+        for name, version in inside["installed"].items()
+        if locked.get(name) != version
+    }
+    assert not wrong, f"the image's versions differ from requirements.lock: {wrong}"
 
 
 @pytest.mark.slow

@@ -23,13 +23,14 @@ def pyproject_requirements() -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in found}
 
 
-def locked_versions() -> dict[str, str]:
-    """Name -> version of every requirements.lock row that applies to this interpreter."""
+def locked_versions(environment: dict[str, str] | None = None) -> dict[str, str]:
+    """Name -> version of every requirements.lock row that applies to this interpreter (or to the
+    one whose marker `environment` is given: packaging's default_environment() there)."""
     locked = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if line and not line.startswith((" ", "#")):
             req = Requirement(line)
-            if req.marker is None or req.marker.evaluate():
+            if req.marker is None or req.marker.evaluate(environment):
                 locked[canonicalize_name(req.name)] = str(next(iter(req.specifier)).version)
     return locked
 
