@@ -60,7 +60,9 @@ def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path)
             assert all(isinstance(v, float) for v in metrics.values())
         info = json.loads((run / "info.json").read_text())
         assert info["config"]["model"]["name"] == name and info["config"]["dataset"]["name"] == "dbig"
-        assert info["parameters"] > 0 and info["replicas"] == 1 and info["versions"]["tensorflow"]
+        assert (
+            info["parameters"] > 0 and info["replicas"] == 1 and info["provenance"]["libraries"]["tensorflow"]
+        )
         assert info["data"]["statistics"]["count"] == 256
         assert (run / ".hydra" / "config.yaml").is_file() and (run / "model.keras").is_file()
         assert (run / "results_epoch_1.json").is_file() and (
