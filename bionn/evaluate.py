@@ -27,7 +27,7 @@ from bionn.config.schema import (
     describe_omegaconf_error,
     resolve_dataset,
 )
-from bionn.run_folder import RunFolder, RunFolderError, now
+from bionn.run_folder import EVALUATION_PREFIX, RunFolder, RunFolderError, now
 
 # What a model's input and output depend on: a dataset differing here is refused.
 MODEL_KEYS = ("simulation.n_times", "simulation.n_components", "simulation.svd_sign", "label")
@@ -35,7 +35,7 @@ _CHUNK = 4096
 
 
 def evaluation_file(name: str) -> str:
-    return f"evaluation_{name}.json"
+    return f"{EVALUATION_PREFIX}{name}.json"
 
 
 def other_dataset(run_dataset: Any, overrides: list[str], config_dir: str | None = None) -> Any:

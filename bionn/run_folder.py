@@ -59,6 +59,7 @@ STATISTICS = "statistics.npz"  # the normalisation statistics the network was tr
 BEST = "best"  # the best validation epoch's weights: state.json names the epoch and the file
 # Raw features -> labels, self-contained (bionn.nn.inference): from the best or the last epoch's weights.
 INFERENCE = {"best": "inference_best.keras", "last": "inference_last.keras"}
+EVALUATION_PREFIX = "evaluation_"  # evaluation_<name>.json: bionn-evaluate on another dataset
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
@@ -306,6 +307,13 @@ class RunFolder:
 
     def backup_state(self) -> dict | None:
         return _require_dict(self / BACKUP / BACKUP_STATE, read_json(self / BACKUP / BACKUP_STATE))
+
+    def evaluations(self) -> dict[str, dict]:
+        """{name: evaluation} of every evaluation_<name>.json (bionn-evaluate), by name."""
+        found = {}
+        for path in sorted(self.path.glob(f"{EVALUATION_PREFIX}*.json")):
+            found[path.stem.removeprefix(EVALUATION_PREFIX)] = _require_dict(path, read_json(path))
+        return found
 
     def best_state(self) -> dict | None:
         """best/state.json: {"epoch", "val_loss", "weights"} of the best validation epoch so far."""

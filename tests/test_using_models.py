@@ -149,7 +149,7 @@ print("EQUAL:", np.array_equal(plain.predict(features, verbose=0), ours.predict(
 
 
 @pytest.mark.slow
-def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trained, capsys):
+def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trained, capsys, tmp_path):
     from bionn.evaluate import main
 
     run_dir, _ = trained
@@ -166,6 +166,12 @@ def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trai
     assert result["reference"]["ridge_r2_mean"] is not None
     assert result["reference"]["ceiling_r2_mean"] == pytest.approx(1.0)
     assert "ridge r2_mean" in capsys.readouterr().out
+
+    from bionn.report import write_report
+
+    jobs, text = write_report(run_dir, out=tmp_path, baseline=None)  # the report lists the evaluation
+    section = text[text.index("## Evaluations on other datasets") :]
+    assert f"| run | k1_max=0.1,shape.seed=7 | best    | 96      | {result['r2_mean']:.4g}" in section
 
 
 @pytest.mark.slow
