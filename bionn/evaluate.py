@@ -38,9 +38,9 @@ def evaluation_file(name: str) -> str:
     return f"{EVALUATION_PREFIX}{name}.json"
 
 
-def other_dataset(run_dataset: Any, overrides: list[str], config_dir: str | None = None) -> Any:
+def other_dataset(trained_on: Any, overrides: list[str], config_dir: str | None = None) -> Any:
     """The run's dataset config with `overrides` applied (`dataset=<name>` first replaces it), checked."""
-    base = OmegaConf.merge(OmegaConf.structured(DatasetConfig), run_dataset)
+    base = OmegaConf.merge(OmegaConf.structured(DatasetConfig), trained_on)
     keys = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -64,11 +64,11 @@ def other_dataset(run_dataset: Any, overrides: list[str], config_dir: str | None
     return cfg
 
 
-def check_fits(run_dataset: Any, cfg: Any, run_dir: Path) -> None:
+def check_fits(trained_on: Any, cfg: Any, run_dir: Path) -> None:
     """ConfigError naming each key whose value the model cannot take."""
     problems = []
     for key in MODEL_KEYS:
-        model_value, given = OmegaConf.select(run_dataset, key), OmegaConf.select(cfg, key)
+        model_value, given = OmegaConf.select(trained_on, key), OmegaConf.select(cfg, key)
         if str(getattr(model_value, "value", model_value)) != str(getattr(given, "value", given)):
             problems.append(f"dataset.{key} = {given} (the model of {run_dir} takes {model_value})")
     if problems:
@@ -82,14 +82,14 @@ def evaluate(
     from bionn.baseline import cached_baseline, reference_scores
     from bionn.data.dataset import KineticsDataset
     from bionn.nn.inference import check_usable, load_model
-    from bionn.predict import output_names
+    from bionn.predict import output_names, run_dataset
     from bionn.rsquared import RSquaredSums
 
     folder = RunFolder(run_dir)
     info = check_usable(folder, which)
-    run_dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), info["config"]["dataset"])
-    cfg = other_dataset(run_dataset, overrides, config_dir)
-    check_fits(run_dataset, cfg, run_dir)
+    trained_on = run_dataset(folder)
+    cfg = other_dataset(trained_on, overrides, config_dir)
+    check_fits(trained_on, cfg, run_dir)
     name = name or _name(overrides)
     if not re.fullmatch(r"[A-Za-z0-9_.=,+-]+", name):
         raise ConfigError(f"--name {name!r} is invalid: letters, digits and _ . = , + - only")

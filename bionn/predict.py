@@ -17,6 +17,7 @@ import csv
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -37,16 +38,12 @@ def output_names(n_components: int) -> list[str]:
     return [f"c{j + 1}_{s}" for j in range(n_components) for s in SPECIES]
 
 
-def run_dataset(folder: RunFolder):
-    """The run's dataset as a KineticsDataset, from its info.json."""
-    from bionn.data.dataset import KineticsDataset
-
-    info = folder.info() or {}
-    dataset = (info.get("config") or {}).get("dataset")
+def run_dataset(folder: RunFolder) -> Any:
+    """The run's dataset config (through the schema), from its info.json."""
+    dataset = ((folder.info() or {}).get("config") or {}).get("dataset")
     if dataset is None:
         raise RunFolderError(f"{folder / 'info.json'}: expected the run's config with a dataset, found none")
-    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), dataset)
-    return KineticsDataset(cfg, source=str(folder / "info.json"))
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), dataset)
 
 
 def read_input(path: Path, n_times: int, n_wavelengths: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -123,12 +120,13 @@ def predict(
 ) -> tuple[str, str]:
     """(CSV text, a note for the user); nothing is written."""
     from bionn.data.absorbance import svd_features
+    from bionn.data.dataset import KineticsDataset
     from bionn.data.kinetics import SIGN_RULES
     from bionn.nn.inference import check_usable, load_model
 
     folder = RunFolder(run_dir)
     check_usable(folder, which)
-    ds = run_dataset(folder)
+    ds = KineticsDataset(run_dataset(folder), source=str(folder / "info.json"))
     if ds.sign_rule == SIGN_RULES["solver"]:
         raise InputError(
             f"{run_dir}: its dataset has simulation.svd_sign = solver (the engine's eigen-solver signs), "

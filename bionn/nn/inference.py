@@ -12,7 +12,6 @@ imported, which registers every bionn layer.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +24,6 @@ from bionn.data import ENGINE_VERSION
 from bionn.data.stats import STD_EPSILON, read_statistics
 from bionn.io import atomic_path
 from bionn.run_folder import BACKUP_STATE, BEST, INFERENCE, STATISTICS, RunFolder
-
-log = logging.getLogger(__name__)
-WHICH = tuple(INFERENCE)  # best, last
 
 
 class ModelUnavailable(ValueError):
