@@ -137,10 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from bionn.console import quiet_tensorflow
-    from bionn.nn.inference import ModelUnavailable
 
     args = parse_args(argv)
-    quiet_tensorflow()
+    quiet_tensorflow()  # before TensorFlow is imported
+    from bionn.nn.inference import ModelUnavailable
+
     try:
         file, result = evaluate(args.run_dir, args.overrides, args.which, args.name, args.config_dir)
     except (ModelUnavailable, RunFolderError, ConfigError, ValueError) as err:

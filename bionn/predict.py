@@ -185,10 +185,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from bionn.console import quiet_tensorflow
-    from bionn.nn.inference import ModelUnavailable
 
     args = parse_args(argv)
-    quiet_tensorflow()
+    quiet_tensorflow()  # before TensorFlow is imported
+    from bionn.nn.inference import ModelUnavailable
+
     out = args.out or args.input.with_name(args.input.name + ".predictions.csv")
     try:
         text, note = predict(args.run_dir, args.input, args.which, args.e0, args.s0)
