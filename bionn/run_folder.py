@@ -41,9 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bionn.data import ENGINE_VERSION
 from bionn.io import atomic_write_bytes, atomic_write_json
-from bionn.provenance import provenance
 
 HYDRA = ".hydra"
 LEDGER = "ledger.json"
@@ -189,12 +187,20 @@ def fingerprint(config: dict, engine_version: int | None | str = "current") -> s
     """Hash of the result-deciding config and the data engine's version: this bionn's ("current"), or
     a ledger's (None: a ledger of a bionn that did not record it)."""
     if engine_version == "current":
-        engine_version = ENGINE_VERSION
+        engine_version = engine_version_now()
     result = result_config(config)
     if engine_version is not None:
         result[ENGINE_KEY] = engine_version
     text = json.dumps(result, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def engine_version_now() -> int:
+    """This bionn's data engine version (imported here, not at the top: reading a run folder loads no
+    data code, tests/test_config_layering.py)."""
+    from bionn.data import ENGINE_VERSION
+
+    return ENGINE_VERSION
 
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
@@ -360,10 +366,10 @@ class RunFolder:
             f"  {k}: {_show(old)} (in the folder) -> {_show(new)} (this run)"
             for k, old, new in config_differences(ledger["config"], config)
         ]
-        if ledger.get(ENGINE_KEY) != ENGINE_VERSION:
+        if ledger.get(ENGINE_KEY) != engine_version_now():
             lines.append(
                 f"  data engine version (bionn.data.ENGINE_VERSION): {_show(ledger.get(ENGINE_KEY))} (in the "
-                f"folder) -> {ENGINE_VERSION} (this bionn): the same config now generates other samples"
+                f"folder) -> {engine_version_now()} (this bionn): the same config now generates other samples"
             )
         raise ConfigChanged(
             f"{self.path} holds a run of another config ({self / LEDGER}); refusing to mix them:\n"
@@ -376,7 +382,7 @@ class RunFolder:
     def write_ledger(self, config: dict) -> None:
         record = {
             "fingerprint": fingerprint(config),
-            ENGINE_KEY: ENGINE_VERSION,
+            ENGINE_KEY: engine_version_now(),
             "excluded_keys": list(LEDGER_EXCLUDED),
             "created": now(),
             "config": {k: v for k, v in config.items()},
@@ -398,6 +404,8 @@ class RunFolder:
         """Append this process's attempt to attempts.json. An earlier attempt that never recorded its end
         (killed, out of memory, node failure) is closed as interrupted. A failure left by an earlier
         attempt (error.json, a failed final_results.json) is removed: its record keeps it."""
+        from bionn.provenance import provenance
+
         attempts = self.attempts()
         for attempt in attempts:
             if attempt.get("outcome") is None:
@@ -418,7 +426,7 @@ class RunFolder:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "slurm": slurm,
-            "provenance": provenance(),
+            "provenance": provenance(),  # what code and data engine ran this attempt
             "start_epoch": start_epoch,
             "end_epoch": None,
             "signals": [],

@@ -275,7 +275,7 @@ def test_no_model_another_engine_or_an_older_bionn_is_refused(trained, tmp_path,
 
 
 def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(tmp_path, monkeypatch):
-    import bionn.run_folder as run_folder
+    import bionn.data
     from bionn.train import claim
 
     config = OmegaConf.to_container(composed("debug=quick"), resolve=True, enum_to_str=True)
@@ -285,7 +285,7 @@ def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(
     worker = Worker(index=0, count=1)
     assert claim(folder, config, OnConfigChange.refuse, worker) is None  # same engine: resumes
 
-    monkeypatch.setattr(run_folder, "ENGINE_VERSION", 3)
+    monkeypatch.setattr(bionn.data, "ENGINE_VERSION", 3)
     with pytest.raises(ConfigChanged) as refused:
         claim(folder, config, OnConfigChange.refuse, worker)
     assert "data engine version (bionn.data.ENGINE_VERSION): 2 (in the folder) -> 3 (this bionn)" in str(
