@@ -72,9 +72,9 @@ class BestWeights(keras.callbacks.Callback):
     replaces state.json (the commit: epoch, val_loss, file), then deletes the older file. The best value
     is read back from state.json when a run resumes, so a requeue keeps it."""
 
-    def __init__(self, folder: RunFolder, monitor: str = "val_loss"):
+    def __init__(self, folder: RunFolder):
         super().__init__()
-        self.folder, self.monitor = folder, monitor
+        self.folder = folder
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
@@ -82,7 +82,7 @@ class BestWeights(keras.callbacks.Callback):
         self.best = state["val_loss"] if state else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        value = float((logs or {}).get(self.monitor, math.nan))
+        value = float((logs or {}).get("val_loss", math.nan))
         if not math.isfinite(value) or value >= self.best:
             return
         self.best = value
@@ -90,7 +90,7 @@ class BestWeights(keras.callbacks.Callback):
         with atomic_path(self.folder / BEST / name) as tmp:
             self.model.save_weights(tmp)
         self.folder.write_json(
-            f"{BEST}/{BACKUP_STATE}", {"epoch": epoch + 1, self.monitor: value, "weights": name}
+            f"{BEST}/{BACKUP_STATE}", {"epoch": epoch + 1, "val_loss": value, "weights": name}
         )
         for path in (self.folder / BEST).glob("*.weights.h5"):
             if path.name != name:
