@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from bionn.config.schema import Label
-from bionn.data import kinetics
+from bionn.data import ENGINE_VERSION
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
 from bionn.io import atomic_write_json
@@ -144,7 +144,7 @@ def baseline_key(ds: KineticsDataset, max_train: int | None = None) -> str:
         "splits": ds.splits,
         "max_train": max_train,
         "baseline_version": BASELINE_VERSION,
-        "engine_version": kinetics.ENGINE_VERSION,
+        "engine_version": ENGINE_VERSION,
         "alphas": ALPHAS,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

@@ -1,4 +1,7 @@
-"""bionn-generate: write samples of one split of a dataset to an .npz file (un-normalised)."""
+"""bionn-generate: write samples of one split of a dataset to an .npz file (un-normalised).
+
+Per sample: k1, k2, k3, E0, S0, spectra, amplitudes, concentrations, the absorbance matrix D =
+C diag(a) S^T (`absorbance`, what bionn-predict reads), features and labels; `time` once."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bionn.config.schema import SPLIT_NAMES, ConfigError, resolve_dataset
+from bionn.data.absorbance import absorbance
 from bionn.data.dataset import KineticsDataset
 from bionn.io import atomic_save_npz
 
@@ -44,6 +48,7 @@ def generate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         "amplitudes": np.empty((n, 4)),
         "time": ds.time,
         "concentrations": np.empty((n, t, 4)),
+        "absorbance": np.empty((n, t, ds.n_wavelengths)),
         "features": np.empty((n, t, k, 1)),
         "labels": np.empty((n, 4 * k)),
     }
@@ -56,6 +61,7 @@ def generate(args: argparse.Namespace) -> dict[str, np.ndarray]:
             out["spectra"][lo:hi] = s.spectra
             out["amplitudes"][lo:hi] = s.amplitudes
             out["concentrations"][lo:hi] = s.concentrations
+            out["absorbance"][lo:hi] = absorbance(s.concentrations, s.amplitudes, s.spectra)
             out["features"][lo:hi, :, :, 0] = s.features
             out["labels"][lo:hi] = s.labels
             bar.update(hi - lo)

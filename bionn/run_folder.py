@@ -5,13 +5,18 @@ A run folder holds one configuration's training, across every attempt to run it
 the sweep report and the launchers read and write it only through this module.
 
     .hydra/              the composed config, overrides and Hydra's config (written by bionn.train)
-    ledger.json          the fingerprint of everything that decides the result (LEDGER_EXCLUDED left out)
-    attempts.json        every start: time, host, pid, Slurm ids, epochs, and how it ended
-    info.json            data, parameters, versions and devices of the latest attempt
+    ledger.json          the fingerprint of everything that decides the result: the config (LEDGER_EXCLUDED
+                         left out) and the data engine's version
+    attempts.json        every start: time, host, pid, Slurm ids, provenance, epochs, and how it ended
+    info.json            data, parameters, provenance (bionn.provenance) and devices of the latest attempt
     history.csv          one row per finished epoch
     results_epoch_N.json, checkpoints/model_epoch_N.keras   every save_interval epochs
     backup/              the resume point (state.json names the epoch and the weights file)
+    statistics.npz       the normalisation statistics (written at every start)
+    best/                the best validation epoch's weights (state.json names the epoch and the file)
     model.keras, final_results.json, plots/                  at the end
+    inference_best.keras, inference_last.keras               at the end: raw features -> labels
+    evaluation_<name>.json                                   bionn-evaluate on another dataset
     error.json           the current failure (also kept in that attempt's record)
     previous/<n>/        what a run with another config left, moved aside (never deleted)
 
@@ -48,6 +53,11 @@ ERROR = "error.json"
 BACKUP = "backup"
 BACKUP_STATE = "state.json"
 MODEL = "model.keras"
+STATISTICS = "statistics.npz"  # the normalisation statistics the network was trained with
+BEST = "best"  # the best validation epoch's weights: state.json names the epoch and the file
+# Raw features -> labels, self-contained (bionn.nn.inference): from the best or the last epoch's weights.
+INFERENCE = {"best": "inference_best.keras", "last": "inference_last.keras"}
+EVALUATION_PREFIX = "evaluation_"  # evaluation_<name>.json: bionn-evaluate on another dataset
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
@@ -56,6 +66,8 @@ JOB_LOG = "train.log"  # Hydra's log of the job (hydra.job.name = train); it sta
 # A folder holding any of these is a run folder (Hydra creates the folder first, then bionn writes these).
 MARKERS = (HYDRA, LEDGER, ATTEMPTS, INFO, HISTORY, FINAL)
 
+# The data engine's version sits in the ledger beside the config: other samples, another run.
+ENGINE_KEY = "engine_version"
 # Config keys that cannot change a run's result; a re-run may change them freely (docs/results.md).
 LEDGER_EXCLUDED = (
     "training.verbose",
@@ -171,9 +183,24 @@ def result_config(config: dict) -> dict[str, Any]:
     return {k: v for k, v in flatten(config).items() if k not in LEDGER_EXCLUDED}
 
 
-def fingerprint(config: dict) -> str:
-    text = json.dumps(result_config(config), sort_keys=True, separators=(",", ":"))
+def fingerprint(config: dict, engine_version: int | None | str = "current") -> str:
+    """Hash of the result-deciding config and the data engine's version: this bionn's ("current"), or
+    a ledger's (None: a ledger of a bionn that did not record it)."""
+    if engine_version == "current":
+        engine_version = engine_version_now()
+    result = result_config(config)
+    if engine_version is not None:
+        result[ENGINE_KEY] = engine_version
+    text = json.dumps(result, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def engine_version_now() -> int:
+    """This bionn's data engine version (imported here, not at the top: reading a run folder loads no
+    data code, tests/test_config_layering.py)."""
+    from bionn.data import ENGINE_VERSION
+
+    return ENGINE_VERSION
 
 
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
@@ -254,7 +281,7 @@ class RunFolder:
             return None
         if not isinstance(ledger.get("config"), dict) or not isinstance(ledger.get("fingerprint"), str):
             raise RunFolderError(f"{path}: needs a 'fingerprint' string and a 'config' object (hand-edited?)")
-        if fingerprint(ledger["config"]) != ledger["fingerprint"]:
+        if fingerprint(ledger["config"], ledger.get(ENGINE_KEY)) != ledger["fingerprint"]:
             raise RunFolderError(
                 f"{path}: its fingerprint does not match its config (hand-edited?); "
                 "restore it or run into another folder"
@@ -286,6 +313,17 @@ class RunFolder:
 
     def backup_state(self) -> dict | None:
         return _require_dict(self / BACKUP / BACKUP_STATE, read_json(self / BACKUP / BACKUP_STATE))
+
+    def evaluations(self) -> dict[str, dict]:
+        """{name: evaluation} of every evaluation_<name>.json (bionn-evaluate), by name."""
+        found = {}
+        for path in sorted(self.path.glob(f"{EVALUATION_PREFIX}*.json")):
+            found[path.stem.removeprefix(EVALUATION_PREFIX)] = _require_dict(path, read_json(path))
+        return found
+
+    def best_state(self) -> dict | None:
+        """best/state.json: {"epoch", "val_loss", "weights"} of the best validation epoch so far."""
+        return _require_dict(self / BEST / BACKUP_STATE, read_json(self / BEST / BACKUP_STATE))
 
     def status(self) -> Status:
         """completed / early_stopped / nan / pruned / failed from final_results.json; otherwise from the
@@ -328,6 +366,11 @@ class RunFolder:
             f"  {k}: {_show(old)} (in the folder) -> {_show(new)} (this run)"
             for k, old, new in config_differences(ledger["config"], config)
         ]
+        if ledger.get(ENGINE_KEY) != engine_version_now():
+            lines.append(
+                f"  data engine version (bionn.data.ENGINE_VERSION): {_show(ledger.get(ENGINE_KEY))} (in the "
+                f"folder) -> {engine_version_now()} (this bionn): the same config now generates other samples"
+            )
         raise ConfigChanged(
             f"{self.path} holds a run of another config ({self / LEDGER}); refusing to mix them:\n"
             + "\n".join(lines)
@@ -341,6 +384,7 @@ class RunFolder:
         whose attempts never committed an epoch, bionn.train.claim)."""
         record = {
             "fingerprint": fingerprint(config),
+            ENGINE_KEY: engine_version_now(),
             "excluded_keys": list(LEDGER_EXCLUDED),
             "created": now(),
             "config": {k: v for k, v in config.items()},
@@ -365,6 +409,8 @@ class RunFolder:
         """Append this process's attempt to attempts.json. An earlier attempt that never recorded its end
         (killed, out of memory, node failure) is closed as interrupted. A failure left by an earlier
         attempt (error.json, a failed final_results.json) is removed: its record keeps it."""
+        from bionn.provenance import provenance
+
         attempts = self.attempts()
         for attempt in attempts:
             if attempt.get("outcome") is None:
@@ -385,6 +431,7 @@ class RunFolder:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "slurm": slurm,
+            "provenance": provenance(),  # what code and data engine ran this attempt
             "start_epoch": start_epoch,
             "end_epoch": None,
             "signals": [],

@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import math
-import platform
 import signal
 import sys
 import threading
@@ -49,6 +48,7 @@ from bionn.run_folder import (
     LEDGER,
     MODEL,
     PLOTS,
+    STATISTICS,
     TENSORBOARD,
     ConfigChanged,
     Outcome,
@@ -352,8 +352,9 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
     import tensorflow as tf
 
     from bionn.clock import EpochClock
-    from bionn.data.stats import STD_EPSILON, load_or_compute_statistics
+    from bionn.data.stats import STD_EPSILON, load_or_compute_statistics, save_statistics
     from bionn.nn.callbacks import EpochClockCallback, HistoryCSV, PeriodicResults, ProgressLog, RunBackup
+    from bionn.nn.inference import BestWeights
     from bionn.nn.model import build_model
     from bionn.nn.optim import compile_for_training
 
@@ -365,6 +366,8 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         tf.config.experimental.enable_op_determinism()
 
     stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
+    if chief:  # the run folder keeps them: its inference models need no cache (bionn.nn.inference)
+        save_statistics(folder / STATISTICS, stats)
     clock = EpochClock()
     train_data = _dataset(strategy, worker, ds, "train", stats, clock)
     splits = {split: _dataset(strategy, worker, ds, split, stats, EpochClock()) for split in SPLIT_KEYS}
@@ -419,6 +422,7 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *schedule_callbacks,  # reduce-on-plateau
         *extra_callbacks,  # a search's pruning: before the commit, so a pruned epoch is committed
+        *([BestWeights(folder)] if chief else []),  # best/: the best validation epoch's weights
         backup,  # last: commits once the epoch's other files are written
     ]
     return training
@@ -448,6 +452,7 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     """Evaluate, save the model, plots and final_results.json; returns the validation loss."""
     from bionn.baseline import reference_scores
     from bionn.nn.callbacks import save_model
+    from bionn.nn.inference import save_inference_models
 
     folder = training.folder
     if not training.worker.is_chief:
@@ -465,6 +470,7 @@ def finish(training: Training, fit_time: float, started: float) -> float:
         status = Status.COMPLETED
     evaluation = training.evaluate()
     save_model(training.model, folder / MODEL)
+    best = save_inference_models(folder, training.model)  # inference_{best,last}.keras
     _plot_history(history, folder / PLOTS)
     val_losses = [v for v in history.get("val_loss", []) if math.isfinite(v)]
     folder.write_json(
@@ -475,6 +481,7 @@ def finish(training: Training, fit_time: float, started: float) -> float:
             "training_time_s": round(fit_time, 3),
             "wall_time_s": round(time.time() - started, 3),
             "best_val_loss": min(val_losses) if val_losses else None,
+            "best_epoch": best["best_epoch"],  # the weights of inference_best.keras
             "evaluation": evaluation,
             # what test r2_mean is read against: the label's ceiling and, when cached, the ridge baseline
             "reference": reference_scores(training.cfg.dataset, training.cfg.runtime.stats_cache_dir),
@@ -529,11 +536,9 @@ def _weights_digest(model) -> str:
 
 
 def _info(cfg, ds, stats, model, strategy, worker) -> dict:
-    import hydra
-    import keras
-    import numba
-    import numpy as np
     import tensorflow as tf
+
+    from bionn.provenance import provenance
 
     return {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
@@ -545,14 +550,7 @@ def _info(cfg, ds, stats, model, strategy, worker) -> dict:
             "statistics": stats.summary(),
         },
         "parameters": int(model.count_params()),
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "numba": numba.__version__,
-            "hydra": hydra.__version__,
-        },
+        "provenance": provenance(),  # bionn, the data engine, the git commit, the libraries
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "replicas": strategy.num_replicas_in_sync,
         "workers": worker.count,

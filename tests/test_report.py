@@ -184,3 +184,43 @@ def test_submitit_local_sweep_with_a_failing_job_exits_nonzero_after_the_others(
     assert "2 job(s): 1 failed, 1 completed" in done.stdout  # printed by the launcher process
     assert f"bionn: job 0 failed: {SOURCE}: {FAILURE}" in done.stderr
     assert [r["status"] for r in summary_rows(folder).values()] == ["failed", "completed"]
+
+
+def _finished_run(run: Path, overrides: list[str], status: str = "completed", **test) -> None:
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    final = {"status": status, "epochs_completed": 2, "best_val_loss": test.pop("val", None)}
+    (run / "final_results.json").write_text(json.dumps({**final, "evaluation": {"test": test}}))
+
+
+def test_runs_differing_only_in_the_seed_are_grouped_with_mean_and_std(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, seed, r2 in (("0", 0, 0.6), ("1", 1, 0.7), ("2", 2, 0.8)):
+        _finished_run(sweep / job, ["model=E", f"runtime.seed={seed}"], val=r2 / 2, r2_mean=r2, loss=1 - r2)
+    _finished_run(sweep / "3", ["model=P", "runtime.seed=0"], r2_mean=0.5, loss=0.5)
+    _finished_run(sweep / "4", ["model=P", "runtime.seed=1"], status="failed")  # not a repeat
+    _finished_run(sweep / "5", ["model=A"], r2_mean=0.1, loss=0.9)  # no seed: not a repeat
+
+    _, text = report.write_report(sweep, baseline=None)
+    section = text[text.index("## Repeats") :]
+    assert "| model=E   | 3 | 0 1 2 |" in section and "model=P" not in section
+    assert "0.7 +- 0.1" in section and "0.35 +- 0.05" in section  # r2_mean, best_val_loss
+    with open(sweep / "repeats.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert (row["overrides"], row["n"], row["seeds"], row["jobs"]) == ("model=E", "3", "0 1 2", "0 1 2")
+    assert float(row["test_r2_mean_mean"]) == pytest.approx(0.7)
+    assert float(row["test_r2_mean_std"]) == pytest.approx(0.1)
+    assert float(row["test_loss_std"]) == pytest.approx(0.1)
+    assert (sweep / "repeats.png").read_bytes().startswith(b"\x89PNG")
+    assert report.cli.written_files(sweep) == (
+        "summary.csv",
+        "summary.md",
+        "summary.png",
+        "repeats.csv",
+        "repeats.png",
+    )
+
+    shutil.rmtree(sweep / "2")
+    shutil.rmtree(sweep / "1")  # one seed left: no group, and the stale files go
+    _, text = report.write_report(sweep, baseline=None)
+    assert "## Repeats" not in text and not (sweep / "repeats.csv").exists()

@@ -166,6 +166,8 @@ def test_generate_cli_writes_the_documented_arrays(tmp_path):
     with np.load(out) as data:
         shapes = {key: data[key].shape for key in data.files}
         index, conc, labels = data["index"], data["concentrations"], data["labels"]
+        d = conc[5] @ np.diag(data["amplitudes"][5]) @ data["spectra"][5].T  # D = C diag(a) S^T
+        np.testing.assert_allclose(data["absorbance"][5], d, rtol=1e-12, atol=1e-15)
         k1, e0, time = data["k1"], data["E0"], data["time"]
     assert shapes == {
         "index": (37,),
@@ -178,6 +180,7 @@ def test_generate_cli_writes_the_documented_arrays(tmp_path):
         "amplitudes": (37, 4),
         "time": (501,),
         "concentrations": (37, 501, 4),
+        "absorbance": (37, 501, 4),
         "features": (37, 501, 3, 1),
         "labels": (37, 12),
     }

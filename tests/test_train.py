@@ -33,12 +33,12 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "final_results.json").read_text())
 
 
-def weights(run_dir: Path) -> list[np.ndarray]:
+def weights(run_dir: Path, name: str = "model.keras") -> list[np.ndarray]:
     import keras
 
-    import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
+    import bionn.nn  # noqa: F401  (registers bionn's metrics and layers for loading)
 
-    return keras.models.load_model(run_dir / "model.keras").get_weights()
+    return keras.models.load_model(run_dir / name).get_weights()
 
 
 def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path):
@@ -60,7 +60,9 @@ def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path)
             assert all(isinstance(v, float) for v in metrics.values())
         info = json.loads((run / "info.json").read_text())
         assert info["config"]["model"]["name"] == name and info["config"]["dataset"]["name"] == "dbig"
-        assert info["parameters"] > 0 and info["replicas"] == 1 and info["versions"]["tensorflow"]
+        assert (
+            info["parameters"] > 0 and info["replicas"] == 1 and info["provenance"]["libraries"]["tensorflow"]
+        )
         assert info["data"]["statistics"]["count"] == 256
         assert (run / ".hydra" / "config.yaml").is_file() and (run / "model.keras").is_file()
         assert (run / "results_epoch_1.json").is_file() and (
@@ -84,7 +86,7 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
     info = json.loads((run / "info.json").read_text())
     assert info["replicas"] == 2 and sum("CPU" in d for d in info["devices"]) >= 2
     final = results(run)
-    assert final["status"] == "completed"
+    assert final["status"] == "completed" and (run / "inference_best.keras").is_file()
     test = final["evaluation"]["test"]  # the per-output sums are summed over both replicas
     assert test["r2_mean"] == pytest.approx(np.mean(test["r2_per_output"]), abs=1e-6)
 
@@ -152,6 +154,13 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
         np.testing.assert_array_equal(a, b)
     assert results(straight)["evaluation"] == final["evaluation"]
     assert not (run / "backup").exists()  # a finished run keeps no resume point
+    # the best validation epoch survives the interruptions: the straight run's epoch, value and weights
+    assert folder.best_state() == RunFolder(straight).best_state()
+    assert final["best_epoch"] == 1 + int(np.argmin(folder.history()["val_loss"]))
+    for a, b in zip(
+        weights(straight, "inference_best.keras"), weights(run, "inference_best.keras"), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
 
     # The console: bionn's lines, no TensorFlow C++ chatter, one closing line; Hydra's job log has them too.
     output = again.stdout + again.stderr

@@ -30,8 +30,6 @@ from numba import njit, prange
 
 from bionn.config.schema import N_SPECIES, Mechanism, SignRule
 
-# Bump when a change alters any generated number: it keys the statistics caches.
-ENGINE_VERSION = 2
 # The kernels' integer codes of the config's choices.
 MECHANISMS = {Mechanism.textbook: 0, Mechanism.legacy: 1}
 SIGN_RULES = {SignRule.first_positive: 0, SignRule.max_abs_positive: 1, SignRule.solver: 2}

@@ -2,7 +2,7 @@
 
 One sample at a time, the way the older code worked: the full 4-species ODE
 through SciPy (odeint at its default tolerances, or DOP853 at rtol 1e-12 as the
-tight reference), the absorbance matrix built explicitly, numpy's SVD. It shares
+tight reference), the absorbance matrix built explicitly, numpy's SVD (bionn.data.absorbance). It shares
 only the parameter draw with the engine, so tests and benchmarks compare the
 simulation and the decomposition, not the random numbers.
 """
@@ -13,6 +13,7 @@ import numpy as np
 from scipy.integrate import odeint, solve_ivp
 
 from bionn.data import kinetics
+from bionn.data.absorbance import absorbance, svd_features
 from bionn.data.dataset import KineticsDataset
 
 
@@ -47,21 +48,13 @@ def reference_sample(ds: KineticsDataset, index: int, stream: int = 0, tight: bo
         conc = sol.y.T
     else:
         conc = odeint(lambda c, t: rates(c, k1, k2, k3, ds.mechanism), c0, time)
-    d = conc @ np.diag(amplitudes) @ spectra.T
-    d /= np.linalg.norm(d)
-    u, sigma, _ = np.linalg.svd(d, full_matrices=False)
-    k = ds.n_components
-    u = u[:, :k]
-    if ds.sign_rule == kinetics.SIGN_RULES["first_positive"]:
-        u = u * np.where(u[0] < 0, -1.0, 1.0)
-    elif ds.sign_rule == kinetics.SIGN_RULES["max_abs_positive"]:
-        peak = u[np.argmax(np.abs(u), axis=0), np.arange(k)]
-        u = u * np.where(peak < 0, -1.0, 1.0)
+    d = absorbance(conc[None], amplitudes[None], spectra[None])
+    features, u = (x[0] for x in svd_features(d, ds.n_components, ds.sign_rule))
     return {
         "kinetic": kinetic,
         "amplitudes": amplitudes,
         "spectra": spectra,
         "concentrations": conc,
-        "features": u * sigma[:k],
+        "features": features,
         "labels": (conc.T @ u).T.reshape(-1),
     }

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from bionn.config.schema import Label
-from bionn.data import kinetics
+from bionn.data import ENGINE_VERSION
 from bionn.data.dataset import KineticsDataset, dataset_label
 from bionn.io import atomic_save_npz
 
@@ -69,7 +69,7 @@ def effective_count(ds: KineticsDataset, use_stats_of: int) -> int:
 def statistics_key(ds: KineticsDataset, count: int) -> str:
     """Hash of exactly what determines the first `count` training samples."""
     identity = {
-        "engine_version": kinetics.ENGINE_VERSION,
+        "engine_version": ENGINE_VERSION,
         "parameters": OmegaConf.to_container(ds.cfg.parameters),
         "simulation": OmegaConf.to_container(ds.cfg.simulation),
         "seed": ds.seed,
@@ -145,27 +145,38 @@ def load_or_compute_statistics(
             except (OSError, ValueError, KeyError) as err:
                 print(f"bionn: recomputing unreadable statistics cache {path}: {err}")
         stats = compute_statistics(ds, count, progress)
-        atomic_save_npz(
-            path,
-            count=np.int64(count),
-            key=np.array(key),
-            feature_mean=stats.feature_mean,
-            feature_std=stats.feature_std,
-            label_mean=stats.label_mean,
-            label_std=stats.label_std,
-        )
+        save_statistics(path, stats)
         return stats
 
 
-def _load(path: Path, key: str) -> Statistics:
+def save_statistics(path: str | os.PathLike, stats: Statistics) -> None:
+    """The statistics as an .npz file (the cache, and statistics.npz in a run folder), atomically."""
+    atomic_save_npz(
+        path,
+        count=np.int64(stats.count),
+        key=np.array(stats.key),
+        feature_mean=stats.feature_mean,
+        feature_std=stats.feature_std,
+        label_mean=stats.label_mean,
+        label_std=stats.label_std,
+    )
+
+
+def read_statistics(path: str | os.PathLike) -> Statistics:
+    """What save_statistics wrote; OSError, ValueError or KeyError when it cannot."""
     with np.load(path) as data:
-        if str(data["key"]) != key:
-            raise ValueError(f"key {data['key']} != {key}")
         return Statistics(
             count=int(data["count"]),
-            key=key,
+            key=str(data["key"]),
             feature_mean=data["feature_mean"],
             feature_std=data["feature_std"],
             label_mean=data["label_mean"],
             label_std=data["label_std"],
         )
+
+
+def _load(path: Path, key: str) -> Statistics:
+    stats = read_statistics(path)
+    if stats.key != key:
+        raise ValueError(f"key {stats.key} != {key}")
+    return stats

@@ -11,7 +11,9 @@ search.json, docs/search.md) it also writes search.csv, best.yaml and search.png
 the trials by objective, and --watch shows the trials and the search's workers.
 
     read.py    run folders -> JobSummary (through bionn.run_folder; never raises)
-    render.py  JobSummary -> table, summary.md, summary.csv, summary.png
+    render.py  JobSummary -> table, summary.md, summary.csv, summary.png (and the sections on
+               bionn-evaluate's evaluations and on repeats)
+    repeats.py runs differing only in runtime.seed -> mean and std per metric, repeats.csv, repeats.png
     search.py  a search folder's study -> its trials, search.csv, best.yaml, search.png, --watch
     cli.py     write_report, the command line and the Hydra callback
 

@@ -25,6 +25,7 @@ from bionn.report.read import (
     watch_states,
 )
 from bionn.report.render import render_csv, render_markdown, render_png, render_watch
+from bionn.report.repeats import REPEAT_FILES, repeat_groups, repeats_csv, repeats_png
 from bionn.report.search import (
     SEARCH_FILES,
     is_search,
@@ -67,6 +68,15 @@ def write_report(
         atomic_write_bytes(out / "summary.png", render_png(jobs))
     except Exception as err:  # a plot must not hide the table
         notes.append(f"summary.png not written ({type(err).__name__}: {err})")
+    groups = repeat_groups(runs)
+    for name in REPEAT_FILES:  # written when the folder holds repeats; a stale one goes
+        (out / name).unlink(missing_ok=True)
+    if groups:
+        atomic_write_bytes(out / "repeats.csv", repeats_csv(groups).encode())
+        try:
+            atomic_write_bytes(out / "repeats.png", repeats_png(groups))
+        except Exception as err:  # a plot must not hide the table
+            notes.append(f"repeats.png not written ({type(err).__name__}: {err})")
     text = render_markdown(root, jobs, notes)
     atomic_write_bytes(out / "summary.csv", render_csv(jobs).encode())
     atomic_write_bytes(out / "summary.md", text.encode())
@@ -94,7 +104,8 @@ def with_ended_jobs(runs: list[JobSummary], root: Path, ended) -> list[JobSummar
 
 def written_files(root: Path) -> tuple[str, ...]:
     """The files write_report writes for root."""
-    return SUMMARY_FILES + (SEARCH_FILES if is_search(root) else ())
+    repeats = tuple(name for name in REPEAT_FILES if (root / name).exists())
+    return SUMMARY_FILES + repeats + (SEARCH_FILES if is_search(root) else ())
 
 
 class SweepReport(Callback):

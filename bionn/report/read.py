@@ -58,6 +58,7 @@ class JobSummary:
     restarts: int = 0  # attempts after the first (requeues, re-runs after an interruption)
     interruption: str | None = None  # how the last interrupted attempt ended, e.g. "interrupted by SIGUSR2"
     error: str | None = None
+    evaluations: dict[str, dict] = field(default_factory=dict)  # bionn-evaluate's, by name
     problems: list[str] = field(default_factory=list)
 
     def test_r2(self) -> tuple[str, float] | None:
@@ -127,6 +128,7 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
     job.dataset = config.get("dataset") if isinstance(config, dict) else None
     runtime = (config or {}).get("runtime") if job.dataset else None
     job.stats_cache_dir = runtime.get("stats_cache_dir") if isinstance(runtime, dict) else None
+    job.evaluations = load(folder.evaluations, {}) or {}
     if status in (Status.RUNNING, Status.INTERRUPTED) and not history:
         problems.append("history.csv: missing (no epoch finished yet)")
     job.problems = list(dict.fromkeys(problems))  # a file read by two readers is named once

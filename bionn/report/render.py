@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bionn.report.read import BASELINE, JobState, JobSummary, _is_number
+from bionn.report.repeats import repeat_groups
 from bionn.run_folder import ERROR, FINAL, Status
 
 # ---- tables -------------------------------------------------------------------------
@@ -94,6 +95,8 @@ def render_markdown(root: Path, jobs: list[JobSummary], notes: list[str] = ()) -
     sources = {j.test_source for j in runs if j.test_source and j.test_source != FINAL}
     if sources:
         parts += ["", "Test metrics of unfinished jobs come from their latest " + ", ".join(sorted(sources))]
+    parts += render_evaluations(runs)
+    parts += render_repeats(runs)
     failed = [j for j in runs if j.status == Status.FAILED]
     if failed:
         parts += ["", "## Failed jobs", ""]
@@ -106,6 +109,59 @@ def render_markdown(root: Path, jobs: list[JobSummary], notes: list[str] = ()) -
     if unread:
         parts += ["", "## Could not read", ""] + [f"- {name}: {problem}" for name, problem in unread]
     return "\n".join(parts) + "\n"
+
+
+def render_evaluations(jobs: list[JobSummary]) -> list[str]:
+    """Lines of the section on bionn-evaluate's results (none without any)."""
+    rows = []
+    for job in jobs:
+        for name, result in job.evaluations.items():
+            reference = result.get("reference") or {}
+            rows.append(
+                [
+                    job.job,
+                    name,
+                    str(result.get("which", "-")),
+                    _cell(result.get("samples")),
+                    _cell(result.get("r2_mean")),
+                    _cell(result.get("r_squared")),
+                    _cell(reference.get("ridge_r2_mean")),
+                    _cell(reference.get("ceiling_r2_mean")),
+                ]
+            )
+    if not rows:
+        return []
+    headers = ["job", "evaluation", "weights", "samples", "r2_mean", "r_squared", "ridge r2_mean", "ceiling"]
+    return [
+        "",
+        "## Evaluations on other datasets (bionn-evaluate, test split)",
+        "",
+        markdown_table(headers, rows),
+    ]
+
+
+def render_repeats(jobs: list[JobSummary]) -> list[str]:
+    """Lines of the section on repeats (bionn.report.repeats; none without a group): mean +- std."""
+    groups = repeat_groups(jobs)
+    if not groups:
+        return []
+    metrics = list(dict.fromkeys(k for g in groups for k in g.metrics()))
+    headers = ["overrides", "n", "seeds", *(short_name(m.removeprefix("test_")) for m in metrics)]
+    rows = []
+    for group in groups:
+        values = group.metrics()
+        cells = [" ".join(group.overrides) or "-", str(len(group.jobs)), " ".join(group.seeds)]
+        cells += [f"{_cell(values[m][0])} +- {_cell(values[m][1])}" if m in values else "-" for m in metrics]
+        rows.append(cells)
+    return [
+        "",
+        "## Repeats (runs differing only in runtime.seed): mean +- std over seeds",
+        "",
+        markdown_table(headers, rows),
+        "",
+        "best_val_loss, then the test metrics; std: the sample standard deviation; also in repeats.csv "
+        "and repeats.png",
+    ]
 
 
 def render_csv(jobs: list[JobSummary]) -> str:

@@ -1,0 +1,59 @@
+"""Where a run's result came from: bionn's version, the data engine's version, the code commit, libraries.
+
+Written into info.json and into every attempt record (bionn.run_folder), so a model found on disk says
+which code and which data made it. Reads package metadata and git only: no TensorFlow or Numba import.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from bionn.data import ENGINE_VERSION
+
+# The libraries whose versions decide a result (distribution names).
+LIBRARIES = ("tensorflow", "keras", "numpy", "numba", "scipy", "hydra-core", "omegaconf", "submitit")
+
+
+def bionn_version() -> str:
+    return metadata.version("bionn")
+
+
+@functools.cache
+def provenance() -> dict:
+    """{"bionn", "engine_version", "git": {"commit", "dirty"} or None, "python", "libraries": {...}}."""
+    return {
+        "bionn": bionn_version(),
+        "engine_version": ENGINE_VERSION,
+        "git": git_state(Path(__file__).resolve().parent.parent),
+        "python": platform.python_version(),
+        "libraries": {name: _version(name) for name in LIBRARIES},
+    }
+
+
+def git_state(folder: Path) -> dict | None:
+    """The commit checked out at `folder` and whether tracked files differ from it; None outside a
+    checkout (an installed wheel) or without git."""
+    try:
+        commit = _git(folder, "rev-parse", "HEAD")
+        changed = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(changed)}
+
+
+def _git(folder: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout.strip()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
