@@ -27,6 +27,12 @@ def compose():
     return composed
 
 
+def absent_pid() -> int:
+    """A process id no process can have: one above the kernel's pid_max. (A reaped child's pid may be
+    reused by a new process at any time; this one cannot.)"""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
 def training_in_attempt(run_dir: Path, attempt: int) -> bool:
     """True once attempt number `attempt` trains: it is running and committed an epoch of its own, so fit
     is under way (the commit is an epoch's last step; the next epoch has begun unless it was the last)."""

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, composed
+from conftest import ROOT, absent_pid, composed
 from omegaconf import OmegaConf
 
 from bionn.report import write_report
@@ -283,10 +283,8 @@ def test_a_failing_plot_leaves_the_table(study):
 def test_watch_shows_trials_and_workers_until_the_study_has_its_trials(study):
     folder, spec = study
     summary = read_search(folder.path)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     dead = Heartbeat(folder / "workers" / "0" / "worker.json", 0, None)
-    dead.update(pid=gone.pid, trial=4)
+    dead.update(pid=absent_pid(), trial=4)
     alive = Heartbeat(folder / "workers" / "1" / "worker.json", 1, None)
     alive.update(trial=5)
     workers = worker_states(folder.path, 2, None)
