@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, training_in_attempt
+from conftest import ROOT, composed, training_in_attempt
 
 from bionn.run_folder import RunFolder, Status
 
@@ -33,12 +33,16 @@ def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "final_results.json").read_text())
 
 
-def weights(run_dir: Path) -> list[np.ndarray]:
+def model(run_dir: Path):
     import keras
 
     import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
 
-    return keras.models.load_model(run_dir / "model.keras").get_weights()
+    return keras.models.load_model(run_dir / "model.keras")
+
+
+def weights(run_dir: Path) -> list[np.ndarray]:
+    return model(run_dir).get_weights()
 
 
 def test_every_seed_experiment_trains_and_leaves_a_complete_run_folder(tmp_path):
@@ -85,8 +89,24 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
     assert info["replicas"] == 2 and sum("CPU" in d for d in info["devices"]) >= 2
     final = results(run)
     assert final["status"] == "completed"
-    test = final["evaluation"]["test"]  # the per-output sums are summed over both replicas
+    test = final["evaluation"]["test"]
     assert test["r2_mean"] == pytest.approx(np.mean(test["r2_per_output"]), abs=1e-6)
+    # The per-output sums are summed over both replicas: the saved model, evaluated on the whole test split
+    # in this one process, gives the same R-squared (one replica's half of the split would not).
+    import bionn.data.pipeline as pipeline
+    from bionn.data.dataset import KineticsDataset
+    from bionn.data.stats import load_or_compute_statistics
+    from bionn.rsquared import r2_per_output
+
+    cfg = composed("model=P", "debug=quick")
+    ds = KineticsDataset(cfg.dataset)
+    stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, tmp_path / "cache", progress=False)
+    batches = list(pipeline.make_dataset(ds, "test", stats).as_numpy_iterator())
+    features, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
+    predicted = model(run).predict(features, verbose=0)
+    assert len(labels) == ds.split_size("test")
+    # float32 sums in another order: R-squared agrees to ~1e-6 of the residual share
+    np.testing.assert_allclose(test["r2_per_output"], r2_per_output(labels, predicted), atol=1e-4)
 
 
 def start(*overrides: str, cache: Path, log: Path) -> subprocess.Popen:
