@@ -148,9 +148,26 @@ def test_killed_sweep_with_two_cancelled_jobs_resumes_exactly_those_two(slurm, c
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(slurm_ids(out)) == 4, 300, "the four jobs to be submitted")
     ids = slurm_ids(out)
-    # At most two run at once: two wait in the queue; cancel those two, then kill the launcher.
-    wait_for(lambda: sum(queue().get(i) == "PENDING" for i in ids.values()) >= 2, 120, "two pending jobs")
-    cancelled = sorted(n for n, i in ids.items() if queue().get(i) == "PENDING")[:2]
+    # At most two run at once: two wait in the queue; hold them (a held job cannot start, so they are
+    # still pending when cancelled, however the queue moves meanwhile), cancel them, kill the launcher.
+    cancelled: list[int] = []
+
+    def hold_two_pending() -> bool:
+        snapshot = queue()
+        pending = sorted(n for n, i in ids.items() if snapshot.get(i) == "PENDING")[:2]
+        if len(pending) < 2:
+            return False
+        subprocess.run(["scontrol", "hold", *(ids[n] for n in pending)], capture_output=True)
+        after = queue()
+        if all(after.get(ids[n]) == "PENDING" for n in pending):
+            cancelled.extend(pending)
+            return True
+        # one started between the two queries: let the other go and look again
+        still = [ids[n] for n in pending if after.get(ids[n]) == "PENDING"]
+        subprocess.run(["scontrol", "release", *still], capture_output=True)
+        return False
+
+    wait_for(hold_two_pending, 120, "two pending jobs, held")
     subprocess.run(["scancel", *(ids[n] for n in cancelled)], check=True)
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()
