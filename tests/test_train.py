@@ -216,21 +216,48 @@ def test_a_rerun_with_another_config_is_refused_or_moves_the_old_run_aside(tmp_p
     }
 
 
-def test_diverging_run_is_recorded_as_nan(tmp_path):
-    run = tmp_path / "run"
-    train(
+def test_nan_and_early_stopped_runs_count_as_finished_not_trained_again_and_watched_as_ended(tmp_path):
+    """Produced by bionn for real, in a sweep of bionn's local launcher: SGD at 1e12 diverges (nan);
+    at 1e-30 nothing changes, so early stopping (patience 1) ends the run after epoch 2 (early_stopped).
+    The sweep exits 0; the same command again starts no job; the watch exits 0."""
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hydra/launcher=local",
         "model=P",
         "debug=quick",
-        "training.epochs=3",
+        "training.epochs=4",
+        "training.early_stopping_patience=1",
         "training.compile.optimizer=sgd",
-        "training.compile.learning_rate=1e12",
+        "training.compile.learning_rate=1e12,1e-30",
         "training.compile.clipvalue=null",
-        f"hydra.run.dir={run}",
-        cache=tmp_path / "cache",
+        f"hydra.sweep.dir={sweep}",
+        f"runtime.stats_cache_dir={tmp_path / 'cache'}",
+    ]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    nan, early = results(sweep / "0"), results(sweep / "1")
+    assert nan["status"] == "nan" and nan["epochs_completed"] == 1
+    assert nan["evaluation"]["validation"]["loss"] is None  # NaN is written as null
+    assert early["status"] == "early_stopped" and early["epochs_completed"] == 2
+    written = {job: (sweep / job / "final_results.json").read_bytes() for job in ("0", "1")}
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in ("0", "1"):  # no new attempt, no new results: neither job ran again
+        assert len(RunFolder(sweep / job).attempts()) == 1
+        assert (sweep / job / "final_results.json").read_bytes() == written[job]
+    watched = subprocess.run(
+        [sys.executable, "-m", "bionn.report", str(sweep), "--watch", "--interval", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    final = results(run)
-    assert final["status"] == "nan" and final["epochs_completed"] == 1
-    assert final["evaluation"]["validation"]["loss"] is None  # NaN is written as null
+    assert watched.returncode == 0, watched.stdout[-3000:]
+    assert "nan" in watched.stdout and "early_stopped" in watched.stdout
 
 
 def test_failing_run_writes_error_json_and_exits_nonzero(tmp_path):
