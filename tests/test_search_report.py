@@ -369,6 +369,55 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     assert RunFolder(again).final()["status"] == "completed"
 
 
+@pytest.mark.slow
+def test_a_search_under_hydras_basic_launcher_a_trial_again_without_m_and_a_failed_trial_exit_1(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cache = f"runtime.stats_cache_dir={tmp_path / 'cache'}"
+    quick = ["hparams_search=smoke", "hydra.sweeper.n_trials=2", "training.epochs=1"]
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "train.py", *args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+    # No hydra/launcher=...: Hydra's basic launcher runs the two workers one after the other in-process.
+    sweep = tmp_path / "basic"
+    done = train("-m", *quick, f"hydra.sweep.dir={sweep}", cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_search(sweep)
+    assert len(summary.trials) == 2 and summary.notes == []
+    assert all(t.state in ("complete", "pruned") for t in summary.trials), summary.trials
+
+    # Without -m, a trial's own overrides train that one configuration, and say nothing is searched.
+    trial = summary.trials[0]
+    overrides = [
+        o
+        for o in OmegaConf.load(sweep / trial.run_dir / HYDRA / "overrides.yaml")
+        if not o.startswith(("hydra.", "runtime.stats_cache_dir="))
+    ]
+    one = tmp_path / "one"
+    again = train(*overrides, f"hydra.run.dir={one}", cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "without -m: training this one configuration, searching nothing" in again.stdout + again.stderr
+    assert RunFolder(one).ledger()["fingerprint"] == RunFolder(sweep / trial.run_dir).ledger()["fingerprint"]
+    assert (
+        RunFolder(one).final() is not None and not (one / JOURNAL).exists() and not (one / "trials").exists()
+    )
+
+    # A trial that fails (its statistics cannot be written): the search ends with exit code 1.
+    failing = tmp_path / "failing"
+    failed = train(
+        "-m",
+        *quick,
+        "hydra.sweeper.n_workers=1",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={failing}",
+        "runtime.stats_cache_dir=/proc/bionn-none",
+    )
+    assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]
+    [failed_trial] = read_search(failing).trials
+    assert failed_trial.state == "failed", failed_trial
+
+
 def test_best_yaml_names_each_config_group_choice_of_the_trial(tmp_path):
     """The trial's own group overrides replace the choices its worker's Hydra record holds (a searched
     group); an appended group (+group=option) is appended again; hparams_search, hydra/* and empty
