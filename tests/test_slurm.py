@@ -228,7 +228,7 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
         keras.models.load_model(single / "model.keras").get_weights(),
         strict=True,
     ):
-        np.testing.assert_array_equal(a, b)  # measured bit-equal: same split, same sums
+        np.testing.assert_array_equal(a, b)  # why bit-equal: docs/testing.md, "Tolerances, orders and never"
 
 
 def test_slurm_sweep_with_a_failing_job_names_it_lets_the_other_finish_and_fails(slurm, cache, tmp_path):
