@@ -373,18 +373,25 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
 def test_a_search_under_hydras_basic_launcher_a_trial_again_without_m_and_a_failed_trial_exit_1(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cache = f"runtime.stats_cache_dir={tmp_path / 'cache'}"
-    quick = ["hparams_search=smoke", "hydra.sweeper.n_trials=2", "training.epochs=1"]
+    quick = ["hparams_search=smoke", "hydra.sweeper.n_trials=1", "training.epochs=1"]
 
     def train(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "train.py", *args]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
-    # No hydra/launcher=...: Hydra's basic launcher runs the two workers one after the other in-process.
+    # No hydra/launcher=...: Hydra's basic launcher runs the two workers one after the other in-process
+    # (the first trains the one trial, the second finds none left and stops).
     sweep = tmp_path / "basic"
     done = train("-m", *quick, f"hydra.sweep.dir={sweep}", cache)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_search(sweep)
-    assert len(summary.trials) == 2 and summary.notes == []
+    assert len(summary.trials) == 1 and summary.notes == []
+    assert [
+        json.loads((sweep / "workers" / str(i) / "worker.json").read_text())["trials"] for i in (0, 1)
+    ] == [
+        [0],
+        [],
+    ]
     assert all(t.state in ("complete", "pruned") for t in summary.trials), summary.trials
 
     # Without -m, a trial's own overrides train that one configuration, and say nothing is searched.
