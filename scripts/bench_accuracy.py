@@ -191,8 +191,8 @@ def main() -> None:
             models = {
                 m: train(shipped_run(m, label, args, cache), out / key / m) for m in args.models.split(",")
             }
-            seed = {
-                a: train(seed_run(a, label, args, cache), out / key / a)["r2_mean"]
+            seed = {  # seed-<arch>: apart from a shipped model of the same name
+                a: train(seed_run(a, label, args, cache), out / key / f"seed-{a}")["r2_mean"]
                 for a in filter(None, args.seed_models.split(","))
             }
             ridge = cached_baseline(

@@ -29,7 +29,7 @@ from bionn.config import schema  # noqa: E402
 from bionn.io import atomic_write_bytes  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
-GROUPS = ("model", "dataset", "training", "experiment", "debug", "hydra/launcher")
+GROUPS = ("model", "dataset", "training", "experiment", "debug", "hparams_search", "hydra/launcher")
 _FIELD = re.compile(r"^    (\w+)\s*:")
 _MEMBER = re.compile(r"^    (\w+)\s*=")
 

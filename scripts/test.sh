@@ -23,4 +23,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/container/setup.sh
   export BIONN_REQUIRE_CONTAINER=1
 fi
-.venv/bin/python -m pytest -q "$@"
+# -rs: the output names every skipped test and why (CI expects none).
+.venv/bin/python -m pytest -q -rs "$@"
+# The fast tier once more in reverse order (tests/conftest.py: --reverse-order), so a test that passes only
+# after another one fails here. Only for the whole suite (no extra arguments); about as long as the fast tier.
+if [ $# = 0 ]; then
+  .venv/bin/python -m pytest -q -rs -m "not slow" -p no:cacheprovider --reverse-order
+fi

@@ -15,6 +15,20 @@ from bionn.run_folder import RunFolder, RunFolderError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse-order",
+        action="store_true",
+        help="run the collected tests in reverse order (scripts/test.sh's second pass: no test may depend "
+        "on what another left behind)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse-order"):
+        items.reverse()
+
+
 def composed(*overrides: str, **options):
     """The run config `python train.py <overrides>` would train: the real conf/ through Hydra's
     compose API (bionn.config.compose.compose_run; config_dir=..., with_hydra=True as there)."""
@@ -25,6 +39,12 @@ def composed(*overrides: str, **options):
 def compose():
     """`compose("model=P", "debug=quick")`: the composed config, as `composed` above."""
     return composed
+
+
+def absent_pid() -> int:
+    """A process id no process can have: one above the kernel's pid_max. (A reaped child's pid may be
+    reused by a new process at any time; this one cannot.)"""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 def training_in_attempt(run_dir: Path, attempt: int) -> bool:

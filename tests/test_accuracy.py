@@ -72,14 +72,16 @@ def test_scaled_and_unscaled_models_with_equal_predictions_report_equal_metrics(
         logs = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
         got[name] = (logs, metric.per_output())
     p = plain.predict(x, verbose=0)
+    # R2 = 1 - residual / total. float32 sums in another order move the residual share by a relative
+    # ~1e-6, so R2 by about 1e-6 * (1 - R2): tolerances scale with 1 - R2, not with R2 (which may be ~0).
+    expected = by_hand(y, p)
+    pooled = 1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()
     for name in got:
         logs, per_output = got[name]
-        np.testing.assert_allclose(per_output, by_hand(y, p), rtol=1e-4, atol=1e-4)
-        assert logs["r2_mean"] == pytest.approx(per_output.mean(), rel=1e-5)
+        np.testing.assert_array_less(np.abs(per_output - expected), 1e-4 * (1 - expected))
+        assert abs(logs["r2_mean"] - per_output.mean()) < 1e-5 * (1 - per_output.mean())
         assert logs["mean_squared_error"] == pytest.approx(((y - p) ** 2).mean(), rel=1e-4)
-        assert logs["r_squared"] == pytest.approx(
-            1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum(), rel=1e-4
-        )
+        assert abs(logs["r_squared"] - pooled) < 1e-4 * (1 - pooled)
     # Only the loss differs: the scaled model's is the MSE of standardised labels.
     assert got["plain"][0]["loss"] == pytest.approx(((y - p) ** 2).mean(), rel=1e-4)
     assert got["scaled"][0]["loss"] == pytest.approx((((y - p) / scale) ** 2).mean(), rel=1e-4)
@@ -146,7 +148,6 @@ def test_baseline_script_prints_json_and_names_bad_datasets(tmp_path):
 
 def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one(ridge_dataset):
 
-    from bionn.baseline import label_ceiling
     from bionn.data.reference import reference_sample
 
     ds = ridge_dataset
@@ -154,5 +155,43 @@ def test_features_do_not_fix_the_concentration_scale_so_the_ceiling_is_below_one
     c = 1.4  # (k1 / c, c E0, c S0): every trajectory scales by c, so D / ||D|| (the features) does not
     scaled = rescaled_concentrations(ds, one, c)
     np.testing.assert_allclose(scaled, c * one["concentrations"], rtol=1e-7, atol=1e-12)
-    ceiling = label_ceiling(ds, "test")
-    assert ceiling.shape == (12,) and 0.5 < ceiling.min() and ceiling.max() < 0.999
+
+
+def test_the_seed_label_ceiling_is_the_documented_one_and_matches_a_brute_force_posterior_mean():
+    """label_ceiling's closed form (the true label times mid(interval) / E0) against an estimate that
+    shares no code with it: E[E0 | features] from a million draws of the uniform prior, binned by the
+    two invariants of the family (k1 E0, S0 / E0). And its mean against docs/accuracy.md's 0.930."""
+    from scipy.spatial import cKDTree
+
+    from bionn.baseline import label_ceiling
+
+    ds = make_dataset(**{"name": "ceiling", "shape.n_samples": 50000, "simulation.n_times": 41})
+    ceiling = label_ceiling(ds, "test")  # 5,000 test samples of dmedium's ranges, as in BENCHMARKS.md
+    test = ds.generate(np.arange(*ds.splits["test"]), concentrations=False)
+    k1, e0, s0 = test.kinetic[:, 0], test.kinetic[:, 3], test.kinetic[:, 4]
+    p = ds.cfg.parameters
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    draws = [
+        rng.uniform(lo, hi, n)
+        for lo, hi in ((p.k1_min, p.k1_max), (p.E0_min, p.E0_max), (p.S0_min, p.S0_max))
+    ]
+
+    def invariants(k1_, e0_, s0_):  # (log k1 E0, log S0 / E0), each scaled to a unit range
+        a = np.log(k1_ * e0_) / np.log(p.k1_max * p.E0_max / (p.k1_min * p.E0_min))
+        return np.column_stack([a, np.log(s0_ / e0_) / np.log(p.S0_max * p.E0_max / (p.S0_min * p.E0_min))])
+
+    # E[E0 | features]: the mean E0 of the 300 draws nearest in the invariants
+    _, nearest = cKDTree(invariants(*draws)).query(invariants(k1, e0, s0), k=300)
+    posterior_mean = draws[1][nearest].mean(axis=1)
+    brute = by_hand(test.labels, test.labels * (posterior_mean / e0)[:, None])
+    # The estimate is noisier (300 draws) and blurred by the neighbourhood: 1e-3 measured, 3e-3 allowed.
+    np.testing.assert_allclose(brute, ceiling, atol=0.003)
+    assert brute.mean() <= ceiling.mean() + 0.002  # no estimate beats the optimum
+    # The documented figure (0.9299 on another 5,000-sample test split): the tolerance is the sampling
+    # error of a mean over 5,000 samples, from a bootstrap of the per-sample squared errors.
+    residual = (test.labels * (1 - posterior_mean / e0)[:, None]) ** 2
+    total = (test.labels - test.labels.mean(0)) ** 2
+    picks = rng.integers(0, len(e0), (200, len(e0)))
+    spread = np.std([(1 - residual[i].sum(0) / total[i].sum(0)).mean() for i in picks])
+    assert abs(ceiling.mean() - 0.930) <= 4 * spread + 0.0005, (ceiling.mean(), spread)

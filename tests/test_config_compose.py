@@ -7,6 +7,7 @@ import tomllib
 
 import pytest
 from conftest import ROOT, composed
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, check_run
@@ -73,18 +74,44 @@ def test_quick_debug_shrinks_any_run():
 
 
 @pytest.mark.parametrize(
-    "override,message",
-    [
-        ("training.epochs=abc", "epochs"),
-        ("training.epochz=3", "epochz"),
-        ("dataset.shape.batch_size=1.5", "batch_size"),
-        ("model=Z", "model"),
-        ("training.verbose=7", r"Invalid value '7'.*silent, bar, epoch, auto"),
-        ("runtime.on_config_change=delete", r"Invalid value 'delete'.*refuse, move_aside"),
+    "override,error,message",
+    [  # a command-line override is its own source: the message names it, the value, the key, what is allowed
+        (
+            "training.epochs=abc",
+            ConfigCompositionException,
+            r"override training\.epochs=abc .*Value 'abc' of type 'str' could not be converted to Integer"
+            r".*full_key: training\.epochs",
+        ),
+        (
+            "training.epochz=3",
+            ConfigCompositionException,
+            r"override 'training\.epochz'.*Key 'epochz' not in 'TrainingConfig'.*full_key: training\.epochz",
+        ),
+        (
+            "dataset.shape.batch_size=1.5",
+            ConfigCompositionException,
+            r"Value '1\.5' of type 'float' could not be converted to Integer"
+            r".*full_key: dataset\.shape\.batch_size",
+        ),
+        (
+            "model=Z",
+            MissingConfigException,
+            r"Could not find 'model/Z'.*options in 'model':\s+A\s+E\s+P\s+P2\s",
+        ),
+        (
+            "training.verbose=7",
+            ConfigCompositionException,
+            r"Invalid value '7', expected one of \[silent, bar, epoch, auto\].*full_key: training\.verbose",
+        ),
+        (
+            "runtime.on_config_change=delete",
+            ConfigCompositionException,
+            r"Invalid value 'delete'.*refuse, move_aside.*full_key: runtime\.on_config_change",
+        ),
     ],
 )
-def test_hydra_rejects_types_and_unknown_keys(override, message):
-    with pytest.raises(Exception) as err:
+def test_hydra_rejects_types_and_unknown_keys(override, error, message):
+    with pytest.raises(error) as err:
         composed(override)
     chain = [str(err.value), str(err.value.__cause__ or "")]
     assert re.search(message, " ".join(chain).replace("\n", " ")), chain

@@ -80,11 +80,12 @@ def launcher(*overrides: str):
     return composed(*overrides, with_hydra=True).hydra.launcher
 
 
-def test_slurm_launcher_defaults_match_the_older_job_scripts_and_requeue():
+def test_slurm_launcher_defaults_match_the_older_job_scripts_and_the_documented_requeue_budget():
+    """Composition only; that these keys reach sbatch is checked on the real cluster in test_slurm.py."""
     cfg = launcher("hydra/launcher=slurm")
     assert cfg._target_ == "hydra_plugins.bionn_launcher.launcher.SlurmLauncher"
     assert (cfg.nodes, cfg.tasks_per_node, cfg.gpus_per_node, cfg.cpus_per_task) == (1, 1, 1, 8)
-    assert cfg.timeout_min == 72 * 60 and cfg.max_num_timeout > 0
+    assert (cfg.timeout_min, cfg.max_num_timeout, cfg.signal_delay_s) == (72 * 60, 3, 120)
     for key in ("partition", "account", "qos", "gres", "constraint", "setup"):
         assert cfg[key] is None
     assert cfg.additional_parameters == {}

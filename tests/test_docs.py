@@ -1,8 +1,10 @@
-"""The documentation lives in the repository: generated parts are fresh, links resolve,
-nothing cites a file outside the repository, the README stays short."""
+"""The documentation lives in the repository: generated parts are fresh, links and their anchors
+resolve, every path and `bionn.x.y` the docs name exists, nothing cites a file outside the repository,
+the README stays short."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -10,8 +12,13 @@ import sys
 from conftest import ROOT
 
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "BENCHMARKS.md"]
-# Documents other branches add (containers, accuracy): links to them may run ahead of the merge.
-PENDING = {"docs/containers.md", "docs/accuracy.md"}
+# A path of the repository as the docs write it: under one of its folders, or one of its top-level files.
+REPO_PATH = re.compile(
+    r"(?<![\w/.$-])((?:bionn|scripts|conf|tests|docs|hydra_plugins|examples)/[\w./-]*[\w/]"
+    r"|train\.py|Dockerfile|apptainer\.def|pyproject\.toml|requirements\.lock|BENCHMARKS\.md)(?![\w<*{])"
+)
+# Files the docs tell a user to create (examples, not parts of the repository).
+USER_FILES = {"conf/hydra/launcher/mycluster.yaml"}
 
 
 def test_configuration_reference_is_generated_from_the_schema():
@@ -28,16 +35,54 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     assert setup < text.index("bash scripts/test.sh") < text.index("\n## ", text.index("\n## ") + 1)
 
 
-def test_relative_links_resolve():
+def anchors(doc) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    titles = re.findall(r"^#+ +(.+?) *$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
+def test_relative_links_and_their_anchors_resolve():
     broken = []
     for doc in DOCS:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text()):
             if "://" in target:
                 continue
-            path = (doc.parent / target).resolve()
-            if not path.exists() and str(path.relative_to(ROOT)) not in PENDING:
+            path = (doc.parent / target).resolve() if target else doc
+            if not path.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken
+
+
+def test_every_path_the_docs_name_exists():
+    missing = [
+        f"{doc.relative_to(ROOT)}: {path}"
+        for doc in DOCS
+        for path in sorted(set(REPO_PATH.findall(doc.read_text())))
+        if path not in USER_FILES and not (ROOT / path).exists()
+    ]
+    assert not missing
+
+
+def test_every_bionn_name_the_docs_cite_exists():
+    """`bionn.baseline.label_ceiling`: a module, or an attribute of the longest importable module."""
+    missing = []
+    for doc in DOCS:
+        for name in sorted(set(re.findall(r"`(bionn(?:\.\w+)+)`", doc.read_text()))):
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    found = importlib.import_module(".".join(parts[:cut]))
+                    break
+                except ImportError:
+                    continue
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute, None)
+            if found is None:
+                missing.append(f"{doc.relative_to(ROOT)}: {name}")
+    assert not missing
 
 
 def test_nothing_cites_a_file_outside_the_repository():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bionn.run_folder import RunFolder, Status
+from bionn.run_folder import LEDGER, ConfigChanged, RunFolder, Status
 from bionn.train import run
 
 
@@ -38,10 +38,17 @@ def test_run_in_process_trains_records_one_attempt_and_does_not_redo_a_finished_
     assert run(cfg, folder.path) == loss  # finished with this config: returned, not trained again
     assert len(folder.attempts()) == 1
 
+    # Training results without a ledger (an older bionn's folder): its config is unknown, so refused.
+    (folder / LEDGER).unlink()
+    before = {p: p.read_bytes() for p in folder.path.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigChanged, match=r"holds training results but no ledger.*move_aside"):
+        run(cfg, folder.path)
+    assert {p: p.read_bytes() for p in folder.path.rglob("*") if p.is_file()} == before
+
 
 def test_claim_lets_a_corrected_config_take_a_folder_whose_attempts_trained_nothing(tmp_path):
     from bionn.config.schema import OnConfigChange
-    from bionn.run_folder import ConfigChanged, Outcome
+    from bionn.run_folder import Outcome
     from bionn.train import claim
 
     folder = RunFolder(tmp_path)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import absent_pid
 
 from bionn.run_folder import (
     ATTEMPTS,
@@ -87,9 +88,8 @@ def test_attempts_record_each_start_signals_at_once_and_close_one_that_was_kille
 
 def test_an_attempt_without_a_record_whose_process_is_gone_is_interrupted_not_running(tmp_path):
     folder = RunFolder(tmp_path)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     folder.begin_attempt(None)
-    folder.update_attempt(pid=int(dead.stdout))
+    folder.update_attempt(pid=absent_pid())
     assert folder.status() == Status.INTERRUPTED
 
 
@@ -177,12 +177,16 @@ def test_a_corrupt_or_hand_edited_record_is_named_and_nothing_is_touched(tmp_pat
     folder.write_history([{"epoch": 0, "loss": 1.0}])
     (tmp_path / name).write_text(text)
     before = snapshot(folder)
-    with pytest.raises(RunFolderError) as err:
-        folder.check_ledger(CONFIG)
-        folder.begin_attempt(None)
-        folder.status()
-    assert str(tmp_path / name) in str(err.value) and complaint in str(err.value)
-    assert snapshot(folder) == before
+    readers = {  # every call that reads the record refuses it, each on its own
+        LEDGER: [lambda: folder.check_ledger(CONFIG)],
+        ATTEMPTS: [lambda: folder.begin_attempt(None), folder.status],
+        FINAL: [lambda: folder.begin_attempt(None), folder.status],
+    }
+    for read in readers[name]:
+        with pytest.raises(RunFolderError) as err:
+            read()
+        assert str(tmp_path / name) in str(err.value) and complaint in str(err.value)
+        assert snapshot(folder) == before
 
 
 def test_history_round_trips_and_a_torn_row_is_named():

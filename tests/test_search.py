@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, absent_pid
 
 from bionn.search.folder import JOURNAL, SEARCH, SearchFolder
 from bionn.search.space import SearchError, SearchSpec, logged_metrics, metric_direction
@@ -213,10 +213,7 @@ def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp
             json.dumps({"worker": index, "host": host, "pid": pid, "heartbeat_unix": time.time() - age_s})
         )
 
-    dead_pid = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    here, gone = socket.gethostname(), int(dead_pid.stdout)
+    here, gone = socket.gethostname(), absent_pid()
     # Worker 0 (this process, alive) takes trial 0; worker 1 takes a new trial 1 (0 has a live owner).
     worker_record(0, here, os.getpid(), 0)
     first = folder.claim(0, s, s.n_trials)

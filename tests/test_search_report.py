@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, composed
+from conftest import ROOT, absent_pid, composed
 from omegaconf import OmegaConf
 
 from bionn.report import write_report
@@ -283,10 +283,8 @@ def test_a_failing_plot_leaves_the_table(study):
 def test_watch_shows_trials_and_workers_until_the_study_has_its_trials(study):
     folder, spec = study
     summary = read_search(folder.path)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     dead = Heartbeat(folder / "workers" / "0" / "worker.json", 0, None)
-    dead.update(pid=gone.pid, trial=4)
+    dead.update(pid=absent_pid(), trial=4)
     alive = Heartbeat(folder / "workers" / "1" / "worker.json", 1, None)
     alive.update(trial=5)
     workers = worker_states(folder.path, 2, None)
@@ -369,6 +367,62 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     trial = RunFolder(sweep / best.run_dir)
     assert RunFolder(again).ledger()["fingerprint"] == trial.ledger()["fingerprint"]
     assert RunFolder(again).final()["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_search_under_hydras_basic_launcher_a_trial_again_without_m_and_a_failed_trial_exit_1(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cache = f"runtime.stats_cache_dir={tmp_path / 'cache'}"
+    quick = ["hparams_search=smoke", "hydra.sweeper.n_trials=1", "training.epochs=1"]
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "train.py", *args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+    # No hydra/launcher=...: Hydra's basic launcher runs the two workers one after the other in-process
+    # (the first trains the one trial, the second finds none left and stops).
+    sweep = tmp_path / "basic"
+    done = train("-m", *quick, f"hydra.sweep.dir={sweep}", cache)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_search(sweep)
+    assert len(summary.trials) == 1 and summary.notes == []
+    assert [
+        json.loads((sweep / "workers" / str(i) / "worker.json").read_text())["trials"] for i in (0, 1)
+    ] == [
+        [0],
+        [],
+    ]
+    assert all(t.state in ("complete", "pruned") for t in summary.trials), summary.trials
+
+    # Without -m, a trial's own overrides train that one configuration, and say nothing is searched.
+    trial = summary.trials[0]
+    overrides = [
+        o
+        for o in OmegaConf.load(sweep / trial.run_dir / HYDRA / "overrides.yaml")
+        if not o.startswith(("hydra.", "runtime.stats_cache_dir="))
+    ]
+    one = tmp_path / "one"
+    again = train(*overrides, f"hydra.run.dir={one}", cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "without -m: training this one configuration, searching nothing" in again.stdout + again.stderr
+    assert RunFolder(one).ledger()["fingerprint"] == RunFolder(sweep / trial.run_dir).ledger()["fingerprint"]
+    assert (
+        RunFolder(one).final() is not None and not (one / JOURNAL).exists() and not (one / "trials").exists()
+    )
+
+    # A trial that fails (its statistics cannot be written): the search ends with exit code 1.
+    failing = tmp_path / "failing"
+    failed = train(
+        "-m",
+        *quick,
+        "hydra.sweeper.n_workers=1",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={failing}",
+        "runtime.stats_cache_dir=/proc/bionn-none",
+    )
+    assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]
+    [failed_trial] = read_search(failing).trials
+    assert failed_trial.state == "failed", failed_trial
 
 
 def test_best_yaml_names_each_config_group_choice_of_the_trial(tmp_path):

@@ -86,7 +86,8 @@ def test_smoke_search_with_two_workers_accounts_for_every_trial_and_continues_to
     assert sorted(states(out)) == [0, 1, 2, 3]
     assert set(states(out).values()) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states(out).values()
     assert_trials_match_their_run_folders(out)
-    # Two workers, each a Slurm array task, took trials as they came (no batch barrier), and ended.
+    # Two workers, each a Slurm array task, took trials and ended. (That they do not wait for each other,
+    # no batch barrier, is measured, not asserted: scripts/bench_search.py's idle worker-seconds.)
     # The report: the trials by objective, best first (complete ones), in search.csv; best.yaml written.
     rows = list(csv.DictReader((out / "search.csv").open()))
     assert sorted(int(r["number"]) for r in rows) == [0, 1, 2, 3]

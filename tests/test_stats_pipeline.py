@@ -63,9 +63,9 @@ def test_cache_is_reused(tmp_path, small_dataset):
     first = load_or_compute_statistics(small_dataset, 120, tmp_path, progress=False)
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1 and first.count == 120
-    mtime = files[0].stat().st_mtime_ns
+    written = (files[0].stat().st_ino, files[0].read_bytes())  # a rewrite is atomic: a new inode
     again = load_or_compute_statistics(small_dataset, 120, tmp_path, progress=False)
-    assert files[0].stat().st_mtime_ns == mtime
+    assert (files[0].stat().st_ino, files[0].read_bytes()) == written
     np.testing.assert_array_equal(again.feature_std, first.feature_std)
     # more than the training split holds is capped at the split
     assert load_or_compute_statistics(small_dataset, 10**6, tmp_path, progress=False).count == 200
@@ -81,23 +81,30 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, small_dataset):
 
 @pytest.mark.slow
 def test_four_processes_computing_the_same_cache(tmp_path):
+    # Each process says on stderr whether it computed (the real compute_statistics, wrapped to report a call).
     code = (
         "import sys; sys.path.insert(0, 'tests'); from conftest import make_dataset;"
-        "from bionn.data.stats import load_or_compute_statistics;"
+        "import bionn.data.stats as st; compute = st.compute_statistics;"
+        "st.compute_statistics = lambda *a, **k: (print('computed', file=sys.stderr), compute(*a, **k))[1];"
         f"ds = make_dataset(**{{'shape.n_samples': 40000}});"
-        f"s = load_or_compute_statistics(ds, 30000, {str(tmp_path)!r}, progress=False);"
+        f"s = st.load_or_compute_statistics(ds, 30000, {str(tmp_path)!r}, progress=False);"
         "print(repr(float(s.feature_std.sum())))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(4)
     ]
-    outputs = [p.communicate(timeout=600)[0].strip() for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    done = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in done]
+    outputs = [out.strip() for out, _ in done]
     assert len(set(outputs)) == 1, outputs
-    files = [f for f in os.listdir(tmp_path) if not f.startswith(".")]
-    assert len(files) == 1 and files[0].endswith(".npz")  # no temporary file left behind
-    with np.load(tmp_path / files[0]) as data:
+    assert sum(err.count("computed") for _, err in done) == 1  # one computed, three waited and read it
+    files = sorted(os.listdir(tmp_path))  # the cache file and its lock; no temporary .tmp-* file left behind
+    assert len(files) == 2 and files[0].startswith(".") and files[0].endswith(".lock"), files
+    assert files[1].endswith(".npz"), files
+    with np.load(tmp_path / files[1]) as data:
         assert int(data["count"]) == 30000
         assert repr(float(data["feature_std"].sum())) == outputs[0]
 

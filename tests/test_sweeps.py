@@ -21,9 +21,10 @@ from conftest import ROOT
 from test_slurm import QUICK, cache, read, slurm, sweep_command  # noqa: F401  (fixtures)
 
 from bionn.report.cli import main as report_main
+from bionn.report.read import watch_states
 from bionn.run_folder import RunFolder
 from bionn.sweep import main as sweep_main
-from bionn.sweep_folder import SWEEP, SweepFolder
+from bionn.sweep_folder import SWEEP, Job, SweepFolder
 from hydra_plugins.bionn_launcher.launcher import plan_arrays
 
 FOUR = ["model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2,3,4"]
@@ -91,6 +92,33 @@ def test_resume_and_watch_name_a_folder_that_is_no_sweep_and_change_nothing(tmp_
     assert code == 2 and "'jobs' must be a list" in err
 
 
+def test_watch_states_requeued_died_without_a_trace_and_not_submitted(tmp_path):
+    """The watch's reading of squeue's answer: the answer is given (a stand-in: an out-of-memory kill or a
+    node failure cannot be provoked here on demand); the run folders and sweep.json are real records."""
+    folder = SweepFolder(tmp_path)
+    jobs = [Job(n, (f"runtime.seed={n}",), str(n)) for n in range(4)]
+    ids = {"0": "50_0", "1": "50_1", "2": "50_2"}  # job 3 was never submitted (the launcher died first)
+    folder.record_launch(
+        jobs, ["runtime.seed=0,1,2,3"], {}, {"launcher": "slurm", "arrays": [{"job_ids": ids}]}
+    )
+    preempted = RunFolder(tmp_path / "0")
+    preempted.begin_attempt({"job_id": "50_0"}, start_epoch=0)
+    preempted.note_signal("SIGUSR2")  # recorded at once; the job waits in the queue to run again
+    RunFolder(tmp_path / "1").begin_attempt({"job_id": "50_1"}, start_epoch=0)  # never recorded an end
+    (tmp_path / ".submitit" / "50_2").mkdir(parents=True)
+    (tmp_path / ".submitit" / "50_2" / "50_2_0_log.err").write_text("killed before its run folder\n")
+    queue = {"50_0": "PENDING", "50_1": "OUT_OF_MEMORY"}  # 50_2 has left the queue
+    states = {s.num: s for s in watch_states(tmp_path, queue)}
+    assert (states[0].state, states[0].ended) == ("requeued", False)
+    assert states[0].detail == "interrupted by SIGUSR2; waiting to run again"
+    assert (states[1].state, states[1].ended) == ("died without a trace (out of memory)", True)
+    assert states[1].detail == "its last attempt never recorded an end"
+    assert states[2].state.startswith("died without a trace (") and states[2].ended
+    assert "started but made no run folder" in states[2].detail
+    assert (states[3].state, states[3].ended) == ("not submitted", True)
+    assert not any(s.ok for s in states.values())
+
+
 @pytest.mark.slow
 def test_local_sweep_resumes_only_unfinished_jobs_and_refuses_a_changed_one(cache, tmp_path):  # noqa: F811
     out = tmp_path / "sweep"
@@ -148,9 +176,26 @@ def test_killed_sweep_with_two_cancelled_jobs_resumes_exactly_those_two(slurm, c
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(slurm_ids(out)) == 4, 300, "the four jobs to be submitted")
     ids = slurm_ids(out)
-    # At most two run at once: two wait in the queue; cancel those two, then kill the launcher.
-    wait_for(lambda: sum(queue().get(i) == "PENDING" for i in ids.values()) >= 2, 120, "two pending jobs")
-    cancelled = sorted(n for n, i in ids.items() if queue().get(i) == "PENDING")[:2]
+    # At most two run at once: two wait in the queue; hold them (a held job cannot start, so they are
+    # still pending when cancelled, however the queue moves meanwhile), cancel them, kill the launcher.
+    cancelled: list[int] = []
+
+    def hold_two_pending() -> bool:
+        snapshot = queue()
+        pending = sorted(n for n, i in ids.items() if snapshot.get(i) == "PENDING")[:2]
+        if len(pending) < 2:
+            return False
+        subprocess.run(["scontrol", "hold", *(ids[n] for n in pending)], capture_output=True)
+        after = queue()
+        if all(after.get(ids[n]) == "PENDING" for n in pending):
+            cancelled.extend(pending)
+            return True
+        # one started between the two queries: let the other go and look again
+        still = [ids[n] for n in pending if after.get(ids[n]) == "PENDING"]
+        subprocess.run(["scontrol", "release", *still], capture_output=True)
+        return False
+
+    wait_for(hold_two_pending, 120, "two pending jobs, held")
     subprocess.run(["scancel", *(ids[n] for n in cancelled)], check=True)
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()
