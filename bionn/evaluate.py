@@ -81,9 +81,9 @@ def evaluate(
     """(file name, evaluation); nothing is written."""
     from bionn.baseline import cached_baseline, reference_scores
     from bionn.data.dataset import KineticsDataset
-    from bionn.nn.inference import check_usable, load_model
     from bionn.predict import output_names, run_dataset
     from bionn.rsquared import RSquaredSums
+    from bionn.trained import check_usable, load_model
 
     folder = RunFolder(run_dir)
     info = check_usable(folder, which)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     quiet_tensorflow()  # before TensorFlow is imported
-    from bionn.nn.inference import ModelUnavailable
+    from bionn.trained import ModelUnavailable
 
     try:
         file, result = evaluate(args.run_dir, args.overrides, args.which, args.name, args.config_dir)

@@ -122,7 +122,7 @@ def predict(
     from bionn.data.absorbance import svd_features
     from bionn.data.dataset import KineticsDataset
     from bionn.data.kinetics import SIGN_RULES
-    from bionn.nn.inference import check_usable, load_model
+    from bionn.trained import check_usable, load_model
 
     folder = RunFolder(run_dir)
     check_usable(folder, which)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     quiet_tensorflow()  # before TensorFlow is imported
-    from bionn.nn.inference import ModelUnavailable
+    from bionn.trained import ModelUnavailable
 
     out = args.out or args.input.with_name(args.input.name + ".predictions.csv")
     try:

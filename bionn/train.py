@@ -452,7 +452,7 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     """Evaluate, save the model, plots and final_results.json; returns the validation loss."""
     from bionn.baseline import reference_scores
     from bionn.nn.callbacks import save_model
-    from bionn.nn.inference import save_inference_models
+    from bionn.trained import save_inference_models
 
     folder = training.folder
     if not training.worker.is_chief:

@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 from bionn.config.schema import ConfigError, OnConfigChange
 from bionn.rsquared import RSquaredSums
 from bionn.run_folder import ConfigChanged, RunFolder
-from bionn.slurm import Worker
 
 BIN = Path(sys.executable).parent
 
@@ -276,26 +275,25 @@ def test_no_model_another_engine_or_an_older_bionn_is_refused(trained, tmp_path,
 
 def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(tmp_path, monkeypatch):
     import bionn.data
-    from bionn.train import claim
+    from bionn.train import Claim, claim
 
     config = OmegaConf.to_container(composed("debug=quick"), resolve=True, enum_to_str=True)
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
     folder.write_ledger(config)
-    worker = Worker(index=0, count=1)
-    assert claim(folder, config, OnConfigChange.refuse, worker) is None  # same engine: resumes
+    folder.write_history([{"epoch": 0.0, "loss": 1.0}])  # an epoch trained: the data it saw matters
+    assert claim(folder, config, OnConfigChange.refuse) == Claim()  # same engine: resumes
 
     monkeypatch.setattr(bionn.data, "ENGINE_VERSION", 3)
     with pytest.raises(ConfigChanged) as refused:
-        claim(folder, config, OnConfigChange.refuse, worker)
+        claim(folder, config, OnConfigChange.refuse)
     assert "data engine version (bionn.data.ENGINE_VERSION): 2 (in the folder) -> 3 (this bionn)" in str(
         refused.value
     )
     assert "runtime.on_config_change=move_aside" in str(refused.value)
     assert folder.ledger() is not None  # the reader checks the ledger with the version it recorded
 
-    assert claim(folder, config, OnConfigChange.move_aside, worker) is None
-    assert (folder / "previous" / "1" / "ledger.json").is_file() and not (folder / "ledger.json").exists()
+    assert claim(folder, config, OnConfigChange.move_aside) == Claim(new_ledger=True, move_aside=True)
 
 
 def test_evaluate_names_the_overrides_it_cannot_parse():
