@@ -178,7 +178,8 @@ def one_run(n: int, mode_count: int, submitit: bool, stress: Stress) -> dict:
         while (target := submitit_task(proc.pid)) is None and proc.poll() is None:
             time.sleep(0.05)
         began = time.monotonic()
-    time.sleep(max(0.0, delay - (time.monotonic() - began)))
+    while proc.poll() is None and time.monotonic() - began < delay:  # an early end is seen at once
+        time.sleep(0.05)
     record["delay_s"] = round(delay, 2)
     sent = []
     for number, sig in enumerate(SIGNALS[kind]):
