@@ -47,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bionn.io import atomic_write_json  # noqa: E402
 from bionn.run_folder import RunFolder  # noqa: E402
 
 TRAINING = [
@@ -170,14 +171,15 @@ def one_run(n: int, mode_count: int, submitit: bool, stress: Stress) -> dict:
     log = work / f"run{n}.log"
     record = {"run": n, "mode": "submitit" if submitit else "direct", "signal": kind,
               "malloc_perturb": int(env["MALLOC_PERTURB_"]), "pythonmalloc_debug": python_debug}  # fmt: skip
-    delay = stress.rng.uniform(0, stress.window)
+    delay = stress.rng.uniform(0, 0.9 * stress.window)  # the length varies with the load: mostly inside
     proc = start(cmd, log, env)
     target, began = proc.pid, time.monotonic()
     if submitit:  # the delay counts from the task's start, like a preemption of a running job
         while (target := submitit_task(proc.pid)) is None and proc.poll() is None:
             time.sleep(0.05)
         began = time.monotonic()
-    time.sleep(max(0.0, delay - (time.monotonic() - began)))
+    while proc.poll() is None and time.monotonic() - began < delay:  # an early end is seen at once
+        time.sleep(0.05)
     record["delay_s"] = round(delay, 2)
     sent = []
     for number, sig in enumerate(SIGNALS[kind]):
@@ -255,7 +257,9 @@ def main() -> None:
         "--timeout", type=float, default=900.0, help="seconds a signalled run may take to end"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, help="keep the run folders and logs here")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the run folders and logs here (its reference is reused)"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
     # A shell's background job (`cmd &`) ignores SIGINT, and so would every training it starts; a
@@ -266,12 +270,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     began = time.monotonic()
-    reference_run = work / "reference"
-    done = subprocess.run(train_command("hydra.run.dir", reference_run, cache, False), cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        sys.exit(f"stress_signals: the uninterrupted reference run failed:\n{done.stderr[-3000:]}")
-    window = time.monotonic() - began
+    reference_run, measured = work / "reference", work / "reference_run_s.json"
+    if measured.is_file():  # a --keep folder of an earlier call: its reference run and its length
+        window = json.loads(measured.read_text())["reference_run_s"]
+    else:
+        done = subprocess.run(train_command("hydra.run.dir", reference_run, cache, False), cwd=ROOT,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            sys.exit(f"stress_signals: the uninterrupted reference run failed:\n{done.stderr[-3000:]}")
+        window = time.monotonic() - began
+        atomic_write_json(measured, {"reference_run_s": window})
     reference = RunFolder(reference_run).final()["evaluation"]
     stress = Stress(args, rng, work, cache, window, reference)
     records, modes = [], Counter()

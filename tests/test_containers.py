@@ -4,8 +4,9 @@ The container tests (marker `container`, also `slow`) build the Dockerfile uncha
 `buildah bud --isolation chroot` on a stand-in base (scripts/container/standin_base.sh: Debian
 bookworm with python3 and pip, no CUDA), check that it holds requirements.lock's versions, then run
 a quick training, a two-job local sweep and two bad inputs in it with `buildah run --isolation chroot`
-as a non-root user, the results folder on the host. That proves the Dockerfile's steps, the entry point and the results contract; it does not prove
-the official GPU base (CUDA, cuDNN, its Python) nor GPU training. No image registry is reachable and
+as a non-root user, the results folder on the host. That proves the Dockerfile's steps, the entry
+point and the results contract; it does not prove the official GPU base (CUDA, cuDNN, its Python)
+nor GPU training. No image registry is reachable and
 podman/docker-style runs fail here (setrlimit is forbidden): docs/containers.md says more.
 They need root, buildah and debootstrap (scripts/container/setup.sh, run by scripts/test.sh) and skip
 without them, unless BIONN_REQUIRE_CONTAINER=1 (set by scripts/test.sh): then they fail.
