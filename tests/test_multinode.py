@@ -1,0 +1,121 @@
+"""Training across two hosts: the two-node local Slurm cluster (scripts/local_slurm/start.sh with
+SLURM_LOCAL_NODES=2, as scripts/test.sh starts it).
+
+Node 2 is its own network and UTS namespace (hostname bionn-node2, address 127.0.2.2), so the two
+workers of a `hydra.launcher.nodes=2` job run on different hosts: different hostnames, addresses and
+gRPC between them. The cluster is found or skipped as in tests/test_slurm.py; with fewer than two
+usable nodes these tests skip (fail under BIONN_REQUIRE_SLURM=1). docs/slurm.md says what each proves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from test_slurm import (  # noqa: F401  (fixtures)
+    LONG,
+    PREEMPT,
+    assert_resumed_attempts,
+    cache,
+    job_logs,
+    read,
+    slurm,
+    sweep_command,
+    sweep_interrupted,
+)
+
+pytestmark = pytest.mark.slow
+
+TWO_NODES = ["hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=1", "hydra.launcher.gpus_per_node=0"]
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """Slurm's compressed node list (e.g. `bionn-node2,vm`) as host names, by Slurm itself."""
+    out = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def two_nodes(slurm) -> list[str]:  # noqa: F811
+    """The cluster's usable nodes, at least two (skip, or fail under BIONN_REQUIRE_SLURM=1, otherwise)."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout
+    nodes = sorted(
+        {
+            n
+            for n, state in (line.split() for line in out.splitlines())
+            if state in ("idle", "mixed", "allocated")
+        }
+    )
+    if len(nodes) < 2:
+        message = (
+            f"the cluster has {len(nodes)} usable node(s) ({out.strip()}); start two with SLURM_LOCAL_NODES=2"
+        )
+        if os.environ.get("BIONN_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return nodes
+
+
+def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equal_to_one_process(
+    slurm,  # noqa: F811
+    two_nodes,
+    cache,  # noqa: F811
+    tmp_path,
+):
+    out = tmp_path / "sweep"
+    run = out / "0"
+    args = ["model=P", *LONG]
+    cmd = sweep_command(*slurm, *TWO_NODES, *args, sweep=out, cache=cache)
+    done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", PREEMPT)
+    assert done.returncode == 0, done.output[-3000:]
+
+    # One writer: one record per start, each epoch once; both attempts recorded by the chief's host.
+    first, second = assert_resumed_attempts(run, interruptions=1, epochs=6)
+    assert first["reason"] == "interrupted by SIGUSR2", first
+    info = read(run / "info.json")
+    assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
+    hosts = hostnames(info["slurm"]["nodelist"])
+    assert len(set(hosts)) == 2 and set(hosts) <= set(two_nodes), hosts  # the run folder names both hosts
+    assert first["host"] == second["host"] == hosts[0]  # task 0, the chief, on the first node
+
+    # Each host's worker ran both attempts and resumed at the epoch the chief committed.
+    logs = {}
+    for task in (0, 1):
+        [log] = job_logs(out, task)
+        logs[task] = log.read_text()
+    resumed = {t: re.findall(r"resuming \S+ at epoch (\d+)", text) for t, text in logs.items()}
+    assert resumed[0] == resumed[1] == [str(second["start_epoch"] + 1)], resumed
+    workers_hosts = {
+        t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
+        for t, text in logs.items()
+    }
+    assert sorted(workers_hosts.values()) == sorted(hosts), workers_hosts
+    digests = {
+        t: re.findall(rf"worker {t}/2 weights sha256 ([0-9a-f]{{64}})", text) for t, text in logs.items()
+    }
+    assert digests[0] and digests[0][-1] == digests[1][-1], digests
+
+    # The two hosts' batch slices make the same steps as one process with 2 replicas.
+    single = tmp_path / "single"
+    cmd = [sys.executable, "train.py", *args, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
+    alone = subprocess.run(
+        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    import keras
+
+    import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
+
+    for a, b in zip(
+        keras.models.load_model(run / "model.keras").get_weights(),
+        keras.models.load_model(single / "model.keras").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
