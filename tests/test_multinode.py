@@ -12,19 +12,19 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
-import numpy as np
 import pytest
-from conftest import ROOT
 from test_slurm import (  # noqa: F401  (fixtures)
     LONG,
     PREEMPT,
     assert_resumed_attempts,
+    assert_weights_equal,
     cache,
     job_logs,
+    one_process_two_replicas,
     read,
     slurm,
+    sweep,
     sweep_command,
     sweep_interrupted,
 )
@@ -67,12 +67,12 @@ def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equ
     slurm,  # noqa: F811
     two_nodes,
     cache,  # noqa: F811
+    one_process_two_replicas,  # noqa: F811
     tmp_path,
 ):
     out = tmp_path / "sweep"
     run = out / "0"
-    args = ["model=P", *LONG]
-    cmd = sweep_command(*slurm, *TWO_NODES, *args, sweep=out, cache=cache)
+    cmd = sweep_command(*slurm, *TWO_NODES, "model=P", *LONG, sweep=out, cache=cache)
     done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", PREEMPT)
     assert done.returncode == 0, done.output[-3000:]
 
@@ -103,19 +103,28 @@ def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equ
     assert digests[0] and digests[0][-1] == digests[1][-1], digests
 
     # The two hosts' batch slices make the same steps as one process with 2 replicas.
-    single = tmp_path / "single"
-    cmd = [sys.executable, "train.py", *args, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
-    alone = subprocess.run(
-        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    assert_weights_equal(run, one_process_two_replicas)
+
+
+def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_split_before_submission(
+    slurm,  # noqa: F811
+    two_nodes,
+    cache,  # noqa: F811
+    tmp_path,
+):
+    # More nodes than the cluster has: sbatch refuses (EnforcePartLimits), reported as one paragraph.
+    too_many = len(two_nodes) * 2  # a multiple of 2, so the global batch of 32 splits across them
+    many = [*slurm, *TWO_NODES[1:], f"hydra.launcher.nodes={too_many}", "model=P", "debug=quick"]
+    done = sweep(*many, sweep=tmp_path / "many", cache=cache)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "bionn: error: Slurm refused to submit job(s) #0" in done.stderr, done.stderr[-3000:]
+    assert (
+        "sbatch: error: Batch job submission failed" in done.stderr and "Nothing was submitted" in done.stderr
     )
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    import keras
 
-    import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
-
-    for a, b in zip(
-        keras.models.load_model(run / "model.keras").get_weights(),
-        keras.models.load_model(single / "model.keras").get_weights(),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    # A batch that the nodes cannot share evenly: refused before anything is submitted, naming both.
+    odd = [*slurm, *TWO_NODES, "model=P", "debug=quick", "dataset.shape.batch_size=33"]
+    done = sweep(*odd, sweep=tmp_path / "odd", cache=cache)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "dataset.shape.batch_size = 33 cannot be split across hydra.launcher.nodes = 2" in done.stderr
+    assert not (tmp_path / "odd" / ".submitit").exists() and not (tmp_path / "odd" / "sweep.json").exists()

@@ -157,6 +157,9 @@ MinJobAge=300
 KillWait=5
 InactiveLimit=0
 MaxArraySize=$MAX_ARRAY
+# refuse at submission a job the partition can never run (more nodes than it has), as many sites do;
+# without it such a job waits forever with reason PartitionNodeLimit
+EnforcePartLimits=ALL
 $NODE_LINES
 PartitionName=$PARTITION Nodes=$(IFS=,; echo "${NAMES[*]}") Default=YES MaxTime=INFINITE State=UP
 EOF
