@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import time
 
 import pytest
+from conftest import ROOT, training_in_attempt
 from test_slurm import (  # noqa: F401  (fixtures)
     LONG,
     PREEMPT,
@@ -28,6 +31,8 @@ from test_slurm import (  # noqa: F401  (fixtures)
     sweep_command,
     sweep_interrupted,
 )
+
+from bionn.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +109,68 @@ def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equ
 
     # The two hosts' batch slices make the same steps as one process with 2 replicas.
     assert_weights_equal(run, one_process_two_replicas)
+
+
+def job_state(job: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def node_script(action: str, node: str) -> None:
+    """Lose (every process on it SIGKILLed, its network gone) or restore an extra node."""
+    script = ROOT / "scripts" / "local_slurm" / "node.sh"
+    done = subprocess.run(["bash", str(script), action, node], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_lost_node_s_job_is_requeued_on_the_other_node_and_resumes_at_its_committed_epoch(
+    slurm,  # noqa: F811
+    two_nodes,
+    cache,  # noqa: F811
+    tmp_path,
+):
+    [extra, *_] = [n for n in two_nodes if n.startswith("bionn-node")]
+    [first] = [n for n in two_nodes if n == socket.gethostname()]
+    out = tmp_path / "sweep"
+    run = out / "0"
+    # The job fills node 1 first (lower Weight): a job holding all of node 1 sends it to the extra node.
+    sbatch = ["sbatch", "--parsable", "-w", first, "--exclusive", "-o", "/dev/null", "--wrap", "sleep 3600"]
+    blocker = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
+    launcher = None
+    try:
+        deadline = time.time() + 900
+        while job_state(blocker) != "RUNNING":
+            assert time.time() < deadline, f"the job {blocker} holding {first} did not start"
+            time.sleep(0.2)
+        cmd = sweep_command(*slurm, "model=P", *LONG, "training.epochs=4", sweep=out, cache=cache)
+        with open(tmp_path / "launcher.log", "w") as log:
+            launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        while launcher.poll() is None and not training_in_attempt(run, 1):
+            assert time.time() < deadline, "the job did not start training"
+            time.sleep(0.2)
+        assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
+        assert read(run / "info.json")["slurm"]["nodelist"] == extra
+        subprocess.run(["scancel", blocker], check=True)
+        node_script("lose", extra)  # mid-epoch: at least one epoch is still to train
+        lost_at = RunFolder(run).committed_epoch()
+        launcher.wait(timeout=900)
+    finally:
+        subprocess.run(["scancel", blocker], capture_output=True)
+        if launcher is not None and launcher.poll() is None:
+            launcher.kill()
+        node_script("restore", extra)
+    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
+
+    # Slurm marked the node down and requeued the job, which resumed on node 1 at the lost node's commit.
+    lost, resumed = assert_resumed_attempts(run, interruptions=1, epochs=4)
+    assert (lost["host"], lost["outcome"], lost["reason"]) == (
+        extra,
+        "interrupted",
+        "ended without a record (killed)",
+    )
+    assert resumed["host"] == first and resumed["start_epoch"] == lost_at >= 1, (lost_at, resumed)
+    assert read(run / "info.json")["slurm"]["nodelist"] == first
 
 
 def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_split_before_submission(

@@ -155,6 +155,8 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 MinJobAge=300
 KillWait=5
+# a node whose slurmd stops answering is down (and its batch jobs requeued) within ~20 s, not 5 min
+SlurmdTimeout=15
 InactiveLimit=0
 MaxArraySize=$MAX_ARRAY
 # refuse at submission a job the partition can never run (more nodes than it has), as many sites do;
