@@ -14,9 +14,11 @@ import re
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 from conftest import ROOT, training_in_attempt
+from test_search_slurm import assert_trials_match_their_run_folders, search, states
 from test_slurm import (  # noqa: F401  (fixtures)
     LONG,
     PREEMPT,
@@ -117,6 +119,23 @@ def job_state(job: str) -> str:
     ).stdout.strip()
 
 
+@contextmanager
+def node_held(node: str, cpus: int | None = None):
+    """A job holding `cpus` CPUs of `node` (all of it: None) while the block runs: jobs fill node 1 first
+    (it has the lower Weight), so holding it sends the next job, or worker, to the extra node."""
+    size = ["--exclusive"] if cpus is None else [f"--cpus-per-task={cpus}"]
+    sbatch = ["sbatch", "--parsable", "-w", node, *size, "-o", "/dev/null", "--wrap", "sleep 3600"]
+    job = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        deadline = time.time() + 900
+        while job_state(job) != "RUNNING":
+            assert time.time() < deadline, f"the job {job} holding {node} did not start"
+            time.sleep(0.2)
+        yield job
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+
+
 def node_script(action: str, node: str) -> None:
     """Lose (every process on it SIGKILLed, its network gone) or restore an extra node."""
     script = ROOT / "scripts" / "local_slurm" / "node.sh"
@@ -134,36 +153,30 @@ def test_a_lost_node_s_job_is_requeued_on_the_other_node_and_resumes_at_its_comm
     [first] = [n for n in two_nodes if n == socket.gethostname()]
     out = tmp_path / "sweep"
     run = out / "0"
-    # The job fills node 1 first (lower Weight): a job holding all of node 1 sends it to the extra node.
-    sbatch = ["sbatch", "--parsable", "-w", first, "--exclusive", "-o", "/dev/null", "--wrap", "sleep 3600"]
-    blocker = subprocess.run(sbatch, capture_output=True, text=True, check=True).stdout.strip()
     launcher = None
     try:
-        deadline = time.time() + 900
-        while job_state(blocker) != "RUNNING":
-            assert time.time() < deadline, f"the job {blocker} holding {first} did not start"
-            time.sleep(0.2)
-        cmd = sweep_command(*slurm, "model=P", *LONG, "training.epochs=4", sweep=out, cache=cache)
-        with open(tmp_path / "launcher.log", "w") as log:
-            launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-        while launcher.poll() is None and not training_in_attempt(run, 1):
-            assert time.time() < deadline, "the job did not start training"
-            time.sleep(0.2)
-        assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
-        assert read(run / "info.json")["slurm"]["nodelist"] == extra
-        subprocess.run(["scancel", blocker], check=True)
+        with node_held(first) as blocker:
+            cmd = sweep_command(*slurm, "model=P", *LONG, "training.epochs=3", sweep=out, cache=cache)
+            with open(tmp_path / "launcher.log", "w") as log:
+                launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+            deadline = time.time() + 900
+            while launcher.poll() is None and not training_in_attempt(run, 1):
+                assert time.time() < deadline, "the job did not start training"
+                time.sleep(0.2)
+            assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
+            assert read(run / "info.json")["slurm"]["nodelist"] == extra
+            subprocess.run(["scancel", blocker], check=True)
         node_script("lose", extra)  # mid-epoch: at least one epoch is still to train
         lost_at = RunFolder(run).committed_epoch()
         launcher.wait(timeout=900)
     finally:
-        subprocess.run(["scancel", blocker], capture_output=True)
         if launcher is not None and launcher.poll() is None:
             launcher.kill()
         node_script("restore", extra)
     assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
 
     # Slurm marked the node down and requeued the job, which resumed on node 1 at the lost node's commit.
-    lost, resumed = assert_resumed_attempts(run, interruptions=1, epochs=4)
+    lost, resumed = assert_resumed_attempts(run, interruptions=1, epochs=3)
     assert (lost["host"], lost["outcome"], lost["reason"]) == (
         extra,
         "interrupted",
@@ -195,3 +208,23 @@ def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_spl
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "dataset.shape.batch_size = 33 cannot be split across hydra.launcher.nodes = 2" in done.stderr
     assert not (tmp_path / "odd" / ".submitit").exists() and not (tmp_path / "odd" / "sweep.json").exists()
+
+
+def test_a_search_whose_two_workers_run_on_different_hosts_trains_every_trial(
+    slurm,  # noqa: F811
+    two_nodes,
+    cache,  # noqa: F811
+    tmp_path,
+):
+    [extra, *_] = [n for n in two_nodes if n.startswith("bionn-node")]
+    [first] = [n for n in two_nodes if n == socket.gethostname()]
+    out = tmp_path / "search"
+    with node_held(first, cpus=1):  # one CPU left on node 1: one worker there, the other on the extra node
+        done = search(*slurm, sweep=out, cache=cache)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    workers = [read(out / "workers" / str(i) / "worker.json") for i in (0, 1)]
+    assert sorted(w["host"] for w in workers) == sorted([first, extra]), workers
+    assert sorted(states(out)) == [0, 1, 2, 3]
+    assert set(states(out).values()) <= {"COMPLETE", "PRUNED"}
+    assert sorted(n for w in workers for n in w["trials"]) == [0, 1, 2, 3]
+    assert_trials_match_their_run_folders(out)
