@@ -209,6 +209,12 @@ def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_spl
     assert "dataset.shape.batch_size = 33 cannot be split across hydra.launcher.nodes = 2" in done.stderr
     assert not (tmp_path / "odd" / ".submitit").exists() and not (tmp_path / "odd" / "sweep.json").exists()
 
+    # A search trial is one task: a two-node worker is refused before any trial, saying where to read why.
+    done = search(*slurm, *TWO_NODES, sweep=tmp_path / "search", cache=cache)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "nodes = 2, tasks_per_node = 1: a search worker is one task" in done.stderr
+    assert "docs/search.md says why" in done.stderr and not (tmp_path / "search").exists()
+
 
 def test_a_search_whose_two_workers_run_on_different_hosts_trains_every_trial(
     slurm,  # noqa: F811
