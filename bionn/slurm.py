@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bionn.config.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Worker:
@@ -32,6 +34,20 @@ def current_worker() -> Worker:
     """Task SLURM_PROCID of a multi-task Slurm step; the only worker otherwise."""
     tasks = step_tasks()
     return Worker(index=_number("SLURM_PROCID") or 0, count=tasks) if tasks > 1 else Worker()
+
+
+def check_batch_split(batch_size: int, nodes: int, tasks_per_node: int, source: str) -> None:
+    """Refuse, before submission, a job whose workers (nodes x tasks_per_node) cannot share its global
+    batch: every worker trains an equal slice of each batch. (The job itself checks the replicas it
+    finds, GPUs included, when it starts.)"""
+    workers = nodes * tasks_per_node
+    if workers > 1 and batch_size % workers:
+        raise ConfigError(
+            f"{source}: dataset.shape.batch_size = {batch_size} cannot be split across "
+            f"hydra.launcher.nodes = {nodes} x tasks_per_node = {tasks_per_node} ({workers} workers, each "
+            f"training an equal slice of every batch): use a batch_size that is a multiple of {workers}, "
+            "or another number of nodes"
+        )
 
 
 def slurm_info() -> dict | None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: set up, lint and format check, start the local Slurm cluster,
 # pytest, stop the cluster.
-# Extra arguments go to pytest. As root with apt, the one-node Slurm of scripts/local_slurm/ is
+# Extra arguments go to pytest. As root with apt, the two-node Slurm of scripts/local_slurm/ is
 # installed and started, and stopped again on exit (also when a test fails); the Slurm tests then
 # must run (BIONN_REQUIRE_SLURM=1: a missing cluster fails them instead of skipping them).
 # BIONN_SLURM_TESTS=0 leaves Slurm alone (its tests skip with the reason).
@@ -12,7 +12,7 @@ bash scripts/setup.sh
 .venv/bin/python -m ruff format --check .
 if [ "${BIONN_SLURM_TESTS:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   trap 'bash scripts/local_slurm/stop.sh' EXIT
-  bash scripts/local_slurm/start.sh
+  SLURM_LOCAL_NODES=${SLURM_LOCAL_NODES:-2} bash scripts/local_slurm/start.sh   # two hosts: tests/test_multinode.py
   export BIONN_REQUIRE_SLURM=1
 else
   echo "test.sh: Slurm tests will skip (needs root and apt-get to start scripts/local_slurm/start.sh)" >&2

@@ -191,8 +191,34 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_fai
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
 
 
+@pytest.fixture(scope="session")
+def one_process_two_replicas(cache, tmp_path_factory) -> Path:
+    """The run folder of `model=P` + LONG trained in one process with 2 replicas: what every multi-worker
+    training of that config must equal (here and in tests/test_multinode.py; trained once per session)."""
+    single = tmp_path_factory.mktemp("one_process") / "run"
+    cmd = [sys.executable, "train.py", "model=P", *LONG, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
+    alone = subprocess.run(
+        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    return single
+
+
+def assert_weights_equal(run: Path, reference: Path) -> None:
+    import keras
+
+    import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
+
+    for a, b in zip(
+        keras.models.load_model(run / "model.keras").get_weights(),
+        keras.models.load_model(reference / "model.keras").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)  # measured bit-equal: same split, same sums
+
+
 def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical_weights(
-    slurm, cache, tmp_path
+    slurm, cache, one_process_two_replicas, tmp_path
 ):
     out = tmp_path / "sweep"
     run = out / "0"
@@ -212,24 +238,8 @@ def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical
         assert digests, log.read_text()[-2000:]
         last_digests.append(digests[-1])  # the attempt that finished (an earlier one may have logged too)
     assert last_digests[0] == last_digests[1]
-
     # Requeued or not, the two workers' batch slices make the same steps as one process with 2 replicas.
-    single = tmp_path / "single"
-    cmd = [sys.executable, "train.py", *args, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
-    alone = subprocess.run(
-        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    import keras
-
-    import bionn.nn.metrics  # noqa: F401  (registers R_squared for loading)
-
-    for a, b in zip(
-        keras.models.load_model(run / "model.keras").get_weights(),
-        keras.models.load_model(single / "model.keras").get_weights(),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)  # why bit-equal: docs/testing.md, "Tolerances, orders and never"
+    assert_weights_equal(run, one_process_two_replicas)
 
 
 def test_slurm_sweep_with_a_failing_job_names_it_lets_the_other_finish_and_fails(slurm, cache, tmp_path):

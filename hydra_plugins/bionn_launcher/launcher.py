@@ -38,6 +38,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from bionn.config.sources import config_file
 from bionn.outcome import ENDED, sweep_report_collects_failures
 from bionn.pins import require_tested
 from bionn.run_folder import (
@@ -49,7 +50,7 @@ from bionn.run_folder import (
     Status,
     process_alive,
 )
-from bionn.slurm import QUEUED, RUNNING, attempt_job_id, queue_states
+from bionn.slurm import QUEUED, RUNNING, attempt_job_id, check_batch_split, queue_states
 from bionn.sweep_folder import SWEEP, Job, SweepFolder, SweepFolderError, SweepRefused
 from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (registers the launcher schemas)
 
@@ -133,6 +134,13 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 if job.num not in finished and job.num not in live
             ]
             resources = [(self._resources(cfg), job) for job, cfg in todo]
+            for (params, _), (_, cfg) in zip(resources, todo, strict=True):
+                check_batch_split(
+                    cfg.dataset.shape.batch_size,
+                    int(params.get("nodes") or 1),
+                    int(params.get("tasks_per_node") or 1),
+                    config_file("dataset", cfg.hydra),
+                )
         except ValueError as err:  # refused before anything was submitted: the message, no traceback
             print(f"bionn: error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
@@ -259,6 +267,8 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
     def _submit(self, folder: SweepFolder, todo: list[tuple[dict, Job]]) -> dict[int, Any]:
         """Submit every (resources, job) of `todo`; {job number: submitit job}. Each array's ids are
         recorded as soon as it is submitted."""
+        from submitit.core.utils import FailedJobError
+
         arrays = plan_arrays(
             todo,
             self.max_array_size or self._cluster_max_array_size(),
@@ -278,7 +288,10 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 )
                 for job in array.jobs
             ]
-            submitit_jobs = executor.map_array(self, *zip(*job_params, strict=True))
+            try:
+                submitit_jobs = executor.map_array(self, *zip(*job_params, strict=True))
+            except FailedJobError as err:  # sbatch refused: Slurm's own words, one paragraph
+                self._refused(folder, array, recorded, err)
             submitted.update({job.num: sj for job, sj in zip(array.jobs, submitit_jobs, strict=True)})
             recorded.append(
                 {
@@ -294,6 +307,24 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
             )
             folder.update_launch(arrays=recorded)
         return submitted
+
+    def _refused(self, folder: SweepFolder, array: Array, recorded: list[dict], err: Exception) -> None:
+        jobs = ", ".join(f"#{job.num}" for job in array.jobs)
+        earlier = ", ".join(r["array_id"] for r in recorded)
+        print(
+            f"bionn: error: Slurm refused to submit job(s) {jobs} of the sweep {folder.path}: "
+            f"{str(err).strip()}\n"
+            + (
+                f"The arrays submitted before it ({earlier}) run on; {folder / SWEEP} records them. "
+                if earlier
+                else "Nothing was submitted. "
+            )
+            + "Ask for resources the cluster has (sinfo -N -o '%N %c %m %G' lists its nodes) and run the "
+            "same command again.",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1) from None
 
     def _resources(self, cfg: DictConfig) -> dict:
         """The launcher's resource keys, with those of every `per_job` rule whose `when` matches the job's

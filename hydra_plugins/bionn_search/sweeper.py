@@ -85,7 +85,8 @@ class SearchSweeper(Sweeper):
         if tasks > 1 or nodes > 1:
             raise SearchError(
                 f"hydra.launcher: nodes = {nodes}, tasks_per_node = {tasks}: a search worker is one task on "
-                "one node (more GPUs per trial: gpus_per_node)"
+                "one node (more GPUs per trial: gpus_per_node); multi-task trials are not built, "
+                "docs/search.md says why"
             )
 
     def _check_trials(self, spec: SearchSpec, arguments: list[str]) -> None:

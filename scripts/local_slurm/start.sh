@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# scripts/local_slurm/start.sh - install (apt) and start a one-node Slurm cluster on this host,
-# without systemd: munged + [MariaDB + slurmdbd] + slurmctld + slurmd, partition "debug".
+# scripts/local_slurm/start.sh - install (apt) and start a Slurm cluster of N nodes on this host,
+# without systemd: munged + [MariaDB + slurmdbd] + slurmctld + one slurmd per node, partition "debug".
+# Node 1 is this host; every further node k runs its slurmd in its own network and UTS namespace
+# bionn-node<k> (hostname bionn-node<k>, address 127.0.2.<k>), joined to this host by a veth pair on the
+# bridge bionn-br0 (127.0.2.1): nothing is routed beyond those links (docs/slurm.md, "The local test cluster").
 # Idempotent: packages already installed and daemons already running are left alone.
 # Tested on Debian 12 (Slurm 22.05.8, munge 0.5.15, MariaDB 10.11). Must run as root.
 #
 # Env knobs:
+#   SLURM_LOCAL_NODES=1       nodes of the cluster (the test suite uses 2); 1 needs no namespaces.
+#   SLURM_LOCAL_EXTRA_NODE_CPUS=1  CPUs each further node advertises: this host's cores are shared by
+#                             all nodes, so the extra nodes add few job slots (node 1 keeps them all).
 #   SLURM_LOCAL_ACCOUNTING=1  also install/start MariaDB + slurmdbd so `sacct` works.
 #                             submitit polls `sacct` for job state; without it a job that
 #                             dies without writing a result (scancel, OOM, node failure)
@@ -24,10 +30,13 @@ CLUSTER=${SLURM_LOCAL_CLUSTER:-localcluster}
 WAIT=${SLURM_LOCAL_TIMEOUT:-60}
 FAKE_GPUS=${SLURM_LOCAL_FAKE_GPUS:-2}
 MAX_ARRAY=${SLURM_LOCAL_MAX_ARRAY_SIZE:-3}
+NODES=${SLURM_LOCAL_NODES:-1}
+EXTRA_CPUS=${SLURM_LOCAL_EXTRA_NODE_CPUS:-1}
 STATE=/var/lib/slurm/slurmctld      # Debian's default dirs (created by the packages)
 SPOOL=/var/lib/slurm/slurmd
 LOGDIR=/var/log/slurm
 RUNDIR=/run/slurm                   # pid files + record of what this script started
+source "$(dirname "$0")/nodes.sh"    # the namespaces, links and names of the extra nodes
 DB_PASS=slurmdbpass                 # local-only MariaDB user, CI use only
 
 log() { echo "[local_slurm/start] $*"; }
@@ -37,6 +46,8 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
 running() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }  # zombies count as dead
 alive() { [ -s "$1" ] && running "$(cat "$1")"; }   # alive PIDFILE
 [ "$(id -u)" = 0 ] || die "must run as root"
+[[ "$NODES" =~ ^[1-9][0-9]?$ ]] && [ "$NODES" -le 200 ] || die "SLURM_LOCAL_NODES = '$NODES' is invalid: allowed 1 to 200"
+[[ "$EXTRA_CPUS" =~ ^[1-9][0-9]*$ ]] || die "SLURM_LOCAL_EXTRA_NODE_CPUS = '$EXTRA_CPUS' is invalid: allowed a whole number >= 1"
 T_ALL=$(now)
 
 # ---- 1. packages -----------------------------------------------------------------
@@ -57,7 +68,13 @@ fi
 T_D=$(now)
 # ---- 2. dirs, hostname -------------------------------------------------------------
 HOST=$(hostname -s)
+NAMES=("$HOST")
+for k in $(seq 2 "$NODES"); do NAMES+=("$(extra_node_name "$k")"); done
+# One node: everything on 127.0.0.1. Several: node 1 and the controller on the bridge's address, which
+# the other nodes reach; each node's own name resolves to its address in every namespace.
+if [ "$NODES" = 1 ]; then CTLD_ADDR=127.0.0.1; else CTLD_ADDR=$BRIDGE_ADDR; fi
 install -d -o slurm -g slurm -m 0755 "$STATE" "$SPOOL" "$LOGDIR" "$RUNDIR"
+for name in "${NAMES[@]}"; do install -d -m 0755 "$SPOOL/$name"; done   # SlurmdSpoolDir=$SPOOL/%n
 install -d -o munge -g munge -m 0755 /run/munge      # normally made by systemd; munged fails without it
 # Daemons talk over 127.0.0.1 (NodeAddr / SlurmctldHost below), but slurmd still looks its own name up.
 getent hosts "$HOST" >/dev/null || { echo "127.0.0.1 $HOST" >> /etc/hosts; log "added $HOST to /etc/hosts"; }
@@ -91,15 +108,22 @@ if [ "$FAKE_GPUS" -gt 0 ]; then
   install -d -m 0755 "$RUNDIR/fakegpu"
   for i in $(seq 0 $((FAKE_GPUS - 1))); do ln -sfn /dev/null "$RUNDIR/fakegpu/gpu$i"; done
   GRES_NODE=" Gres=gpu:$FAKE_GPUS"; GRES_TYPES="GresTypes=gpu"
-  echo "NodeName=$HOST Name=gpu File=$RUNDIR/fakegpu/gpu[0-$((FAKE_GPUS - 1))]" > /etc/slurm/gres.conf.new
+  for name in "${NAMES[@]}"; do
+    echo "NodeName=$name Name=gpu File=$RUNDIR/fakegpu/gpu[0-$((FAKE_GPUS - 1))]"
+  done > /etc/slurm/gres.conf.new
 else
   : > /etc/slurm/gres.conf.new
 fi
 if ! cmp -s /etc/slurm/gres.conf.new /etc/slurm/gres.conf 2>/dev/null; then GRES_CHANGED=1; else GRES_CHANGED=0; fi
+NODE_LINES="NodeName=$HOST NodeAddr=$CTLD_ADDR CPUs=$CPUS Sockets=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$MEM$GRES_NODE Weight=1 State=UNKNOWN"
+for k in $(seq 2 "$NODES"); do  # a higher Weight: jobs fill node 1 first, as on a one-node cluster
+  NODE_LINES+="
+NodeName=${NAMES[k - 1]} NodeAddr=$(extra_node_addr "$k") NodeHostname=${NAMES[k - 1]} CPUs=$EXTRA_CPUS Sockets=1 CoresPerSocket=$EXTRA_CPUS ThreadsPerCore=1 RealMemory=$MEM$GRES_NODE Weight=2 State=UNKNOWN"
+done
 NEWCONF=$(cat <<EOF
 # generated by bionn scripts/local_slurm/start.sh
 ClusterName=$CLUSTER
-SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldHost=$HOST($CTLD_ADDR)
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
@@ -117,11 +141,12 @@ SelectTypeParameters=CR_Core
 $GRES_TYPES
 ReturnToService=2
 StateSaveLocation=$STATE
-SlurmdSpoolDir=$SPOOL
+# %n: the node's name, so that the nodes' slurmd processes share this filesystem
+SlurmdSpoolDir=$SPOOL/%n
 SlurmctldPidFile=$RUNDIR/slurmctld.pid
-SlurmdPidFile=$RUNDIR/slurmd.pid
+SlurmdPidFile=$RUNDIR/slurmd-%n.pid
 SlurmctldLogFile=$LOGDIR/slurmctld.log
-SlurmdLogFile=$LOGDIR/slurmd.log
+SlurmdLogFile=$LOGDIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 $ACCT
@@ -130,10 +155,15 @@ JobCompType=jobcomp/none
 MailProg=/bin/true
 MinJobAge=300
 KillWait=5
+# a node whose slurmd stops answering is down (and its batch jobs requeued) within ~20 s, not 5 min
+SlurmdTimeout=15
 InactiveLimit=0
 MaxArraySize=$MAX_ARRAY
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Sockets=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$MEM$GRES_NODE State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+# refuse at submission a job the partition can never run (more nodes than it has), as many sites do;
+# without it such a job waits forever with reason PartitionNodeLimit
+EnforcePartLimits=ALL
+$NODE_LINES
+PartitionName=$PARTITION Nodes=$(IFS=,; echo "${NAMES[*]}") Default=YES MaxTime=INFINITE State=UP
 EOF
 )
 CONF_CHANGED=$GRES_CHANGED
@@ -141,7 +171,7 @@ mv /etc/slurm/gres.conf.new /etc/slurm/gres.conf; chmod 0644 /etc/slurm/gres.con
 if [ "$(cat /etc/slurm/slurm.conf 2>/dev/null)" != "$NEWCONF" ]; then
   install -d -m 0755 /etc/slurm
   printf '%s\n' "$NEWCONF" > /etc/slurm/slurm.conf; chmod 0644 /etc/slurm/slurm.conf
-  CONF_CHANGED=1; log "wrote /etc/slurm/slurm.conf (NodeName=$HOST CPUs=$CPUS RealMemory=$MEM fake GPUs=$FAKE_GPUS)"
+  CONF_CHANGED=1; log "wrote /etc/slurm/slurm.conf (nodes ${NAMES[*]}, CPUs $CPUS + $EXTRA_CPUS per extra node, RealMemory=$MEM, fake GPUs=$FAKE_GPUS)"
 fi
 # slurmctld refuses to start if StateSaveLocation belongs to another ClusterName
 if [ -f "$STATE/clustername" ] && [ "$(cat "$STATE/clustername")" != "$CLUSTER" ]; then
@@ -185,26 +215,35 @@ fi
 
 # ---- 6. slurmctld + slurmd -------------------------------------------------------
 if [ "$CONF_CHANGED" = 1 ]; then   # running daemons must re-read the new config: restart them
-  for d in slurmd slurmctld; do
-    if alive "$RUNDIR/$d.pid"; then
-      p=$(cat "$RUNDIR/$d.pid"); kill "$p"
+  for pf in "$RUNDIR"/slurmd-*.pid "$RUNDIR/slurmd.pid" "$RUNDIR/slurmctld.pid"; do   # slurmd.pid: before %n
+    if alive "$pf"; then
+      p=$(cat "$pf"); kill "$p"
       for _ in $(seq 100); do running "$p" || break; sleep 0.2; done
-      log "stopped $d (config changed)"
+      log "stopped $(basename "$pf" .pid) (config changed)"
     fi
+    rm -f "$pf"
   done
 fi
+remove_extra_nodes_from "$((NODES + 1))"   # namespaces of a larger cluster started before
+hosts_lines "$NODES"
+[ "$NODES" = 1 ] || bridge_up
 alive "$RUNDIR/slurmctld.pid" || { slurmctld; log "slurmctld started"; }
-alive "$RUNDIR/slurmd.pid"    || { slurmd;    log "slurmd started"; }
-
-# ---- 7. wait for the node to be idle (and sacct to answer) --------------------------------
-state=""
-for i in $(seq $((WAIT * 5))); do
-  state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null || true)
-  [ "$state" = idle ] && break
-  case "$state" in down*|drain*|inval*) scontrol update nodename="$HOST" state=resume 2>/dev/null || true;; esac
-  sleep 0.2
+alive "$RUNDIR/slurmd-$HOST.pid" || { slurmd -N "$HOST"; log "slurmd started (node $HOST)"; }
+for k in $(seq 2 "$NODES"); do
+  alive "$RUNDIR/slurmd-${NAMES[k - 1]}.pid" || { extra_node_up "$k"; log "slurmd started (node ${NAMES[k - 1]} at $(extra_node_addr "$k"))"; }
 done
-[ "$state" = idle ] || die "node $HOST is '$state' after ${WAIT}s; see $LOGDIR/slurmctld.log and $LOGDIR/slurmd.log"
+
+# ---- 7. wait for the nodes to be idle (and sacct to answer) --------------------------------
+for name in "${NAMES[@]}"; do
+  state=""
+  for i in $(seq $((WAIT * 5))); do
+    state=$(sinfo -h -n "$name" -o %T 2>/dev/null || true)
+    [ "$state" = idle ] && break
+    case "$state" in down*|drain*|inval*) scontrol update nodename="$name" state=resume 2>/dev/null || true;; esac
+    sleep 0.2
+  done
+  [ "$state" = idle ] || die "node $name is '$state' after ${WAIT}s; see $LOGDIR/slurmctld.log and $LOGDIR/slurmd-$name.log"
+done
 if [ "$ACCOUNTING" = 1 ]; then
   for _ in $(seq $((WAIT * 5))); do
     sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER" && sacct -n >/dev/null 2>&1 && break
@@ -215,7 +254,7 @@ fi
 log "daemons up in $(since "$T_D") s (script total $(since "$T_ALL") s)"
 sinfo
 cat <<EOF
-[local_slurm/start] Slurm $(sinfo -V | awk '{print $2}') is running: node $HOST, partition $PARTITION, accounting=$ACCOUNTING.
-[local_slurm/start] Logs: $LOGDIR/{slurmctld,slurmd,slurmdbd}.log   Try: srun hostname; sbatch --wrap hostname
+[local_slurm/start] Slurm $(sinfo -V | awk '{print $2}') is running: nodes ${NAMES[*]}, partition $PARTITION, accounting=$ACCOUNTING.
+[local_slurm/start] Logs: $LOGDIR/{slurmctld,slurmd-<node>,slurmdbd}.log   Try: srun -N $NODES hostname; sbatch --wrap hostname
 [local_slurm/start] To stop: bash $(cd "$(dirname "$0")" && pwd)/stop.sh
 EOF

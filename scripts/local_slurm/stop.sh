@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# scripts/local_slurm/stop.sh - stop the one-node cluster started by start.sh (same folder).
-# Order matters: cancel jobs and let them finish, then slurmd, then slurmctld, then slurmdbd.
+# scripts/local_slurm/stop.sh - stop the cluster started by start.sh (same folder), whatever its size.
+# Order matters: cancel jobs and let them finish, then the slurmds, then slurmctld, then slurmdbd.
+# The extra nodes' namespaces (with any process left in them), their links, the bridge and their
+# /etc/hosts lines are removed, also when a test run was killed and left them behind.
 # (If slurmctld dies first, slurmstepd keeps retrying its "step complete" message and
 #  slurmd's SIGTERM hangs until a slurmctld is back.)
 # munged / MariaDB are stopped only if start.sh started them (see /run/slurm/started).
@@ -8,6 +10,7 @@
 # SLURM_LOCAL_PURGE=1 also deletes job state, spool and logs (not the packages or the DB).
 set -uo pipefail
 RUNDIR=/run/slurm
+source "$(dirname "$0")/nodes.sh"
 log() { echo "[local_slurm/stop] $*"; }
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
 
@@ -31,7 +34,11 @@ if [ -s "$RUNDIR/slurmctld.pid" ] && running "$(cat "$RUNDIR/slurmctld.pid")"; t
 fi
 
 # 2. daemons, compute side first
-stop_pid slurmd    "$RUNDIR/slurmd.pid"
+for pf in "$RUNDIR"/slurmd-*.pid "$RUNDIR/slurmd.pid"; do   # one per node (slurmd.pid: before %n)
+  [ -e "$pf" ] && stop_pid "$(basename "$pf" .pid)" "$pf"
+done
+remove_extra_nodes_from 2
+hosts_lines 1
 stop_pid slurmctld "$RUNDIR/slurmctld.pid"
 stop_pid slurmdbd  "$RUNDIR/slurmdbd.pid"
 if grep -qx mariadb "$RUNDIR/started" 2>/dev/null; then
