@@ -79,7 +79,8 @@ def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equ
 ):
     out = tmp_path / "sweep"
     run = out / "0"
-    cmd = sweep_command(*slurm, *TWO_NODES, "model=P", *LONG, sweep=out, cache=cache)
+    debug = "hydra.verbose=bionn.train"  # each worker logs its weights' digest at DEBUG
+    cmd = sweep_command(*slurm, *TWO_NODES, debug, "model=P", *LONG, sweep=out, cache=cache)
     done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", PREEMPT)
     assert done.returncode == 0, done.output[-3000:]
 
