@@ -226,12 +226,14 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
 def observe_signals(note: Callable[[str], None] | None) -> Iterator[list[str]]:
     """Record SIGINT, SIGTERM and SIGUSR2 (note(name) at once: a kill may follow), then do what the
     handler before did (submitit's requeue, Python's KeyboardInterrupt); a signal whose default action
-    ends the process ends it with SystemExit(128 + signal), so the interruption is recorded first."""
+    ends the process ends it with SystemExit(128 + signal), so the interruption is recorded first. A
+    signal the process ignores (SIGINT of a job a shell started in the background) stays ignored and
+    unrecorded: it interrupts nothing."""
     received: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
 
     def handler(signum: int, frame: Any) -> Any:
         name = signal.Signals(signum).name
@@ -241,11 +243,9 @@ def observe_signals(note: Callable[[str], None] | None) -> Iterator[list[str]]:
         previous = before[signal.Signals(signum)]
         if callable(previous):
             return previous(signum, frame)
-        if previous != signal.SIG_IGN:
-            raise SystemExit(128 + signum)
-        return None
+        raise SystemExit(128 + signum)
 
-    for sig in SIGNALS:
+    for sig in before:
         signal.signal(sig, handler)
     try:
         yield received

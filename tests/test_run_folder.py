@@ -216,6 +216,12 @@ def test_a_signal_is_recorded_before_the_handler_that_was_there_runs():
             os.kill(os.getpid(), signal.SIGUSR2)
         assert ended.value.code == 128 + signal.SIGUSR2 and noted == ["SIGUSR2", "SIGUSR2"]
         assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # restored
+        # An ignored signal (SIGINT of a job a shell put in the background) stays ignored, unrecorded.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        with observe_signals(noted.append) as received:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        assert received == [] and noted == ["SIGUSR2", "SIGUSR2"]
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGUSR2, previous)
 

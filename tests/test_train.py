@@ -113,8 +113,14 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
 
 def start(*overrides: str, cache: Path, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "train.py", *overrides, f"runtime.stats_cache_dir={cache}"]
+
+    def sigint_as_at_a_terminal() -> None:  # a suite started in the background inherits an ignored SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=sigint_as_at_a_terminal
+        )
 
 
 def interrupt_in_attempt(proc: subprocess.Popen, run: Path, attempt: int, sig: signal.Signals) -> None:
