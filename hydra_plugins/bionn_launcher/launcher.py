@@ -135,6 +135,8 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
             ]
             resources = [(self._resources(cfg), job) for job, cfg in todo]
             for (params, _), (_, cfg) in zip(resources, todo, strict=True):
+                if OmegaConf.select(cfg, "dataset.shape.batch_size") is None:
+                    continue  # not a bionn training (another app launched by this launcher)
                 check_batch_split(
                     cfg.dataset.shape.batch_size,
                     int(params.get("nodes") or 1),
