@@ -86,11 +86,12 @@ def _hydra_multirun() -> Any | None:
     return hydra_cfg if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
-def sweep_report_collects_failures() -> bool:
+def sweep_report_collects_failures(hydra_cfg: Any | None = None) -> bool:
     """True in a multirun whose hydra.callbacks include bionn.report.SweepReport: that callback
     names the failed jobs and exits non-zero when the sweep ends, so a failed job returns and
-    the other jobs still run (Hydra would otherwise stop the sweep at the first exception)."""
-    hydra_cfg = _hydra_multirun()
+    the other jobs still run (Hydra would otherwise stop the sweep at the first exception).
+    hydra_cfg: the sweep's hydra node (a launcher's); by default the running job's."""
+    hydra_cfg = hydra_cfg if hydra_cfg is not None else _hydra_multirun()
     callbacks = (hydra_cfg.get("callbacks") or {}) if hydra_cfg is not None else {}
     return any(str(c.get("_target_", "")) == "bionn.report.SweepReport" for c in callbacks.values())
 

@@ -195,7 +195,7 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                     ret = Failed(ret.overrides, status=JobStatus.FAILED, _return_value=ret._return_value)
                 returns.append(ret)
         if failures:
-            if not sweep_report_collects_failures():  # else the sweep report shows them and exits 1
+            if not sweep_report_collects_failures(self.config.hydra):  # else the sweep report shows them
                 lines = [f"  {job}\n     {why}" for job, why in failures]
                 report = f"{len(failures)} of {len(todo)} sweep job(s) failed:\n" + "\n".join(lines)
                 report += f"\nThe sweep's table of every job: bionn-report {sweep_dir}"
