@@ -21,7 +21,6 @@ class ModelUnavailable(ValueError):
     """A run folder without a usable inference model (none yet, an older bionn, another engine)."""
 
 
-@keras.saving.register_keras_serializable(package="bionn")
 def save_inference_models(folder: RunFolder, network: keras.Model) -> dict:
     """inference_last.keras (the network as it is) and inference_best.keras (the best validation epoch's
     weights, the last ones when no epoch validated); returns {"best_epoch": its epoch or None}."""

@@ -24,6 +24,7 @@ from bionn.io import atomic_path
 from bionn.run_folder import BACKUP_STATE, BEST, RunFolder
 
 
+@keras.saving.register_keras_serializable(package="bionn")
 class Standardise(keras.layers.Layer):
     """(x - mean) * scale in float64, element by element, as the training pipeline does; float32 out.
 
