@@ -13,19 +13,32 @@ def test_run_in_process_trains_records_one_attempt_and_does_not_redo_a_finished_
     tmp_path, compose, monkeypatch
 ):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # keep pytest's own stderr capture as it is
+    from bionn.baseline import cached_baseline
+
+    # The relative label, a cosine schedule with warm-up and AdamW: the run reports the label's ceiling
+    # (1 by construction here; the seed label's is checked in test_accuracy.py) and the cached ridge.
     cfg = compose(
         "model=P",
         "debug=quick",
         "dataset.shape.n_samples=320",
+        "dataset.label=relative",
+        "dataset.simulation.n_times=41",
+        "training.schedule.name=cosine",
+        "training.schedule.warmup_epochs=0.5",
+        "training.compile.optimizer=adamw",
+        "training.compile.weight_decay=0.001",
         "training.verbose=silent",
         "training.save_interval=0",
         f"runtime.stats_cache_dir={tmp_path / 'cache'}",
     )
+    ridge = cached_baseline(cfg.dataset, tmp_path / "cache", compute=True)
     folder = RunFolder(tmp_path / "run")
     loss = run(cfg, folder.path)
 
     final = folder.final()
     assert folder.status() == Status.COMPLETED and final["epochs_completed"] == 1
+    assert final["reference"]["label"] == "relative" and final["reference"]["ceiling_r2_mean"] == 1.0
+    assert final["reference"]["ridge_r2_mean"] == ridge["r2_mean"] and ridge["label"] == "relative"
     assert final["evaluation"]["validation"]["loss"] == pytest.approx(loss)
     assert len(final["evaluation"]["test"]["r2_per_output"]) == 12
     [attempt] = folder.attempts()

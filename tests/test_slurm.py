@@ -217,31 +217,6 @@ def assert_weights_equal(run: Path, reference: Path) -> None:
         np.testing.assert_array_equal(a, b)  # measured bit-equal: same split, same sums
 
 
-def test_two_task_multi_worker_training_resumes_together_and_ends_with_identical_weights(
-    slurm, cache, one_process_two_replicas, tmp_path
-):
-    out = tmp_path / "sweep"
-    run = out / "0"
-    args = ["model=P", *LONG]
-    tasks = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"]
-    debug = "hydra.verbose=bionn.train"  # each worker logs its weights' digest at DEBUG
-    cmd = sweep_command(*slurm, *tasks, debug, *args, sweep=out, cache=cache)
-    done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", REQUEUE)
-    assert done.returncode == 0, done.output[-3000:]
-    assert_resumed_attempts(run, interruptions=1, epochs=6)  # one writer: each epoch once
-    info = read(run / "info.json")
-    assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
-    last_digests = []
-    for task in (0, 1):
-        [log] = job_logs(out, task)
-        digests = re.findall(rf"worker {task}/2 weights sha256 ([0-9a-f]{{64}})", log.read_text())
-        assert digests, log.read_text()[-2000:]
-        last_digests.append(digests[-1])  # the attempt that finished (an earlier one may have logged too)
-    assert last_digests[0] == last_digests[1]
-    # Requeued or not, the two workers' batch slices make the same steps as one process with 2 replicas.
-    assert_weights_equal(run, one_process_two_replicas)
-
-
 def test_slurm_sweep_with_a_failing_job_names_it_lets_the_other_finish_and_fails(slurm, cache, tmp_path):
     out = tmp_path / "sweep"
     done = sweep(*slurm, "model=P", *QUICK, "training.epochs=1,0", sweep=out, cache=cache)
