@@ -3,7 +3,7 @@
 The run folder stays the record; MLflow gets a copy of it. Every attempt at a run folder (a first
 start, a Slurm requeue, a preemption, a kill and a re-run, `bionn-sweep resume`, a search trial taken
 over by another worker) continues the same MLflow run: its id is in the folder's mlflow.json, and a
-run of another store is found again by its tag `bionn.run_folder`. An epoch is logged when it is
+run of another store is found again by its tag `bionn_run_folder`. An epoch is logged when it is
 committed to the resume point (RunBackup), with step = epoch as in history.csv; an attempt first
 logs the committed epochs the store lacks (a kill between the commit and the log, a server that was
 down), so each epoch is logged once, whatever the attempts re-trained. `bionn-report DIR --to-mlflow
@@ -49,8 +49,8 @@ STORE_DIR = ".mlflow"  # the default store in a sweep or run folder (hidden: no 
 STORE_DB = "mlflow.db"
 ARTIFACTS = "artifacts"
 DEFAULT_EXPERIMENT = "bionn"
-FOLDER_TAG = "bionn.run_folder"  # a run folder's MLflow run is found again by this tag
-FINGERPRINT_TAG = "bionn.fingerprint"
+FOLDER_TAG = "bionn_run_folder"  # a run folder's MLflow run is found again by this tag
+FINGERPRINT_TAG = "bionn_fingerprint"
 SWEEP_RECORDS = ("sweep.json", "search.json", "multirun.yaml")  # a folder holding one is a sweep's
 # How a run folder's status shows in MLflow: only what ended well is FINISHED.
 MLFLOW_STATUS = {
@@ -261,14 +261,14 @@ def run_tags(folder: RunFolder) -> dict[str, str]:
     last = attempts[-1] if attempts else {}
     provenance = last.get("provenance") or {}
     tags = {
-        "bionn.model": (config.get("model") or {}).get("name"),
-        "bionn.dataset": (config.get("dataset") or {}).get("name"),
-        "bionn.experiment": _choices(folder).get("experiment"),
-        "bionn.attempts": len(attempts),
-        "bionn.host": last.get("host"),
-        "bionn.version": provenance.get("bionn"),
-        "bionn.engine_version": provenance.get("engine_version", ledger.get("engine_version")),
-        "bionn.status": folder.status().value,
+        "bionn_model": (config.get("model") or {}).get("name"),
+        "bionn_dataset": (config.get("dataset") or {}).get("name"),
+        "bionn_experiment": _choices(folder).get("experiment"),
+        "bionn_attempts": len(attempts),
+        "bionn_host": last.get("host"),
+        "bionn_version": provenance.get("bionn"),
+        "bionn_engine_version": provenance.get("engine_version", ledger.get("engine_version")),
+        "bionn_status": folder.status().value,
     }
     slurm = last.get("slurm") or {}
     for key in ("job_id", "array_job_id", "array_task_id", "restart_count"):
@@ -276,9 +276,9 @@ def run_tags(folder: RunFolder) -> dict[str, str]:
             tags[f"slurm.{key}"] = slurm[key]
     root = sweep_root(folder.path)
     if root is not None:
-        tags["bionn.sweep"] = str(root)
+        tags["bionn_sweep"] = str(root)
         if folder.path.resolve().parent.name == "trials" and folder.path.name.isdigit():
-            tags["bionn.trial"] = folder.path.name
+            tags["bionn_trial"] = folder.path.name
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 

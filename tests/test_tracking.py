@@ -103,8 +103,8 @@ def test_attempts_continue_one_run_each_epoch_once_status_truthful_and_import_tw
     for key in ("loss", "val_loss", "r2_mean", "val_r2_mean"):
         assert steps(client, run_id, key) == [0, 1, 2], key  # each epoch once, step = epoch
     tags = finished.data.tags
-    assert (tags["bionn.attempts"], tags["bionn.model"], tags["bionn.status"]) == ("3", "P", "completed")
-    assert tags["bionn.engine_version"] and tags["bionn.version"] and tags["bionn.host"]
+    assert (tags["bionn_attempts"], tags["bionn_model"], tags["bionn_status"]) == ("3", "P", "completed")
+    assert tags["bionn_engine_version"] and tags["bionn_version"] and tags["bionn_host"]
     ledger = read_json(folder / LEDGER)
     assert set(finished.data.params) == {*result_config(ledger["config"]), "engine_version"}
     assert finished.data.metrics["final_test_r2_mean"] == pytest.approx(

@@ -146,7 +146,7 @@ def to_mlflow(
     root: Path, tracking_uri: str | None, experiment: str | None = None
 ) -> list[tuple[str, str, int]]:
     """Import the run, sweep or search folder `root` into an MLflow store (bionn.tracking.import_folder);
-    a search's trials carry their number and state, and its best trial bionn.best_trial = true."""
+    a search's trials carry their number and state, and its best trial bionn_best_trial = true."""
     from bionn.tracking import import_folder
 
     tags: dict[str, dict[str, str]] = {}
@@ -155,9 +155,9 @@ def to_mlflow(
         best = summary.best
         for trial in summary.trials:
             tags[str((Path(root) / trial.run_dir).resolve())] = {
-                "bionn.trial": str(trial.number),
-                "bionn.trial_state": trial.state,
-                "bionn.best_trial": str(best is not None and trial.number == best.number).lower(),
+                "bionn_trial": str(trial.number),
+                "bionn_trial_state": trial.state,
+                "bionn_best_trial": str(best is not None and trial.number == best.number).lower(),
             }
     return import_folder(Path(root), tracking_uri, experiment, tags)
 
