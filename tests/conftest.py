@@ -123,6 +123,7 @@ class MlflowServer:
         self.process = None
 
     def start(self) -> MlflowServer:
+        import os
         import subprocess
         import sys
         import time
@@ -135,7 +136,12 @@ class MlflowServer:
             "--artifacts-destination", str(self.folder / "artifacts"),
         ]  # fmt: skip
         log = open(self.folder / "server.log", "a")  # noqa: SIM115 (the server writes it while it runs)
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Without its job runner (a queue of worker processes for features bionn does not use): it starts
+        # in a fraction of the time.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
