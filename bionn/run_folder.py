@@ -17,6 +17,7 @@ the sweep report and the launchers read and write it only through this module.
     model.keras, final_results.json, plots/                  at the end
     inference_best.keras, inference_last.keras               at the end: raw features -> labels
     evaluation_<name>.json                                   bionn-evaluate on another dataset
+    mlflow.json          the MLflow run that tracks this folder (logger=mlflow; bionn.tracking)
     error.json           the current failure (also kept in that attempt's record)
     previous/<n>/        what a run with another config left, moved aside (never deleted)
 
@@ -61,6 +62,7 @@ EVALUATION_PREFIX = "evaluation_"  # evaluation_<name>.json: bionn-evaluate on a
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
+TRACKING = "mlflow.json"  # the MLflow run of this folder: store, experiment, run id (bionn.tracking)
 PREVIOUS = "previous"
 JOB_LOG = "train.log"  # Hydra's log of the job (hydra.job.name = train); it stays open while the job runs
 # A folder holding any of these is a run folder (Hydra creates the folder first, then bionn writes these).
@@ -74,7 +76,13 @@ LEDGER_EXCLUDED = (
     "training.save_interval",
     "runtime.stats_cache_dir",
     "runtime.on_config_change",
+    "logger",  # with every key under it: where metrics go besides the run folder
 )
+
+
+def ledger_excluded(key: str) -> bool:
+    """A flattened or an override's key that cannot change a result: in LEDGER_EXCLUDED or under it."""
+    return any(key == e or key.startswith(f"{e}.") for e in LEDGER_EXCLUDED)
 
 
 class Status(enum.StrEnum):
@@ -180,7 +188,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def result_config(config: dict) -> dict[str, Any]:
     """The flattened config less LEDGER_EXCLUDED: everything that decides the result."""
-    return {k: v for k, v in flatten(config).items() if k not in LEDGER_EXCLUDED}
+    return {k: v for k, v in flatten(config).items() if not ledger_excluded(k)}
 
 
 def fingerprint(config: dict, engine_version: int | None | str = "current") -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bionn.io import atomic_write_json
-from bionn.run_folder import LEDGER_EXCLUDED, RunFolder, RunFolderError, now, read_json
+from bionn.run_folder import RunFolder, RunFolderError, ledger_excluded, now, read_json
 
 SWEEP = "sweep.json"
 VERSION = 1
@@ -158,7 +158,7 @@ class SweepFolder:
 
 def _deciding(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """The overrides that can change a result: those of LEDGER_EXCLUDED keys (verbosity, ...) left out."""
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in LEDGER_EXCLUDED]
+    return [o for o in overrides if not ledger_excluded(o.split("=", 1)[0].lstrip("+~"))]
 
 
 def _job(record: dict) -> Job:

@@ -106,7 +106,7 @@ def run(
     worker = current_worker()
     setup = None
     if claimed.move_aside:  # checked before another config's run is moved: a config error moves nothing
-        setup = checked(cfg)
+        setup = checked(cfg, folder.path if worker.is_chief else None)
         if worker.is_chief:
             target = folder.move_aside()
             log.warning("moved the previous contents of %s into %s; starting afresh", folder.path, target)
@@ -122,24 +122,50 @@ def run(
     if worker.is_chief:
         folder.begin_attempt(slurm_info())
     started = time.time()
+    tracker = None
     with observe_signals(folder.note_signal if worker.is_chief else None) as signals:
         try:
             if worker.is_chief:
                 folder.write_hydra(_hydra_files(cfg, overrides))
-            setup = setup or checked(cfg)
+            setup = setup or checked(cfg, folder.path if worker.is_chief else None)
             if worker.is_chief and claimed.new_ledger:
                 folder.write_ledger(config, superseded=claimed.superseded)
+            tracker = _open_tracker(cfg, folder) if worker.is_chief else None
             training = build(cfg, setup, folder, callbacks or [])
+            if tracker is not None:
+                training.tracker = tracker
+                training.backup.on_commit.append(tracker.log_epoch)
             fit_time = fit(training)
             return finish(training, fit_time, started)
         except BaseException as err:
-            return _record_end(folder, err, signals, started, worker)
+            return _record_end(folder, err, signals, started, worker, tracker)
 
 
-def checked(cfg: Any) -> Setup:
-    """Every check of the config that needs no training: check_run, then prepare()."""
+def checked(cfg: Any, run_dir: Path | None = None) -> Setup:
+    """Every check of the config that needs no training: check_run, a store logger.mlflow.required
+    needs (for the chief, which logs: run_dir), then prepare()."""
     check_run(cfg)
+    if run_dir is not None and _logger(cfg, "mlflow") is not None:
+        from bionn.tracking import check_required
+
+        check_required(cfg, run_dir)
     return prepare(cfg)
+
+
+def _logger(cfg: Any, name: str) -> Any:
+    """logger.<name>'s settings, None when that logger is not selected (conf/logger/)."""
+    return (cfg.get("logger") or {}).get(name)
+
+
+def _open_tracker(cfg: Any, folder: RunFolder) -> Any:
+    """The attempt's MLflow logger (logger=mlflow), its run continued or created; None without it."""
+    if _logger(cfg, "mlflow") is None:
+        return None
+    from bionn.tracking import MlflowTracker
+
+    tracker = MlflowTracker(folder, _logger(cfg, "mlflow"))
+    tracker.open()
+    return tracker
 
 
 @dataclass
@@ -185,7 +211,9 @@ def _has_training(folder: RunFolder) -> bool:
     return finished or (folder / HISTORY).exists() or (folder / BACKUP).exists()
 
 
-def _record_end(folder: RunFolder, err: BaseException, signals: list[str], started: float, worker) -> float:
+def _record_end(
+    folder: RunFolder, err: BaseException, signals: list[str], started: float, worker, tracker=None
+) -> float:
     """Record how the attempt ended; re-raise, or return infinity for a failed job of a reported sweep."""
     interrupted = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and bool(signals))
     if not worker.is_chief:  # the chief records; a worker's end is in its own log
@@ -193,6 +221,8 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
     if interrupted:
         name = signals[0] if signals else "SIGINT"  # the first: a preemption's SIGUSR2, then its SIGTERM
         folder.end_attempt(Outcome.INTERRUPTED, reason=f"interrupted by {name}")
+        if tracker is not None:
+            tracker.end(Status.INTERRUPTED)
         log.warning(
             "interrupted by %s after %d committed epoch(s); the same command resumes it in %s",
             name,
@@ -215,6 +245,8 @@ def _record_end(folder: RunFolder, err: BaseException, signals: list[str], start
         },
     )
     log.error("failed: %s: %s (see %s)", type(err).__name__, err, folder / ERROR)
+    if tracker is not None:
+        tracker.end(Status.FAILED)
     if isinstance(err, Exception) and sweep_report_collects_failures():
         log.error("the sweep goes on; the sweep report names this job (%s)", folder.path)
         return float("inf")
@@ -292,6 +324,7 @@ class Training:
     early: Any
     backup: Any
     initial_epoch: int
+    tracker: Any = None  # the MLflow logger (bionn.tracking), when logger=mlflow
 
     def evaluate(self, model: Any = None) -> dict:
         """Loss and metrics of every split (train, validation, test); NaN becomes None."""
@@ -412,12 +445,13 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         initial_epoch,
     )
     verbosity = _verbosity(cfg.training.verbose)
+    tensorboard = chief and _logger(cfg, "tensorboard") is not None
     training.callbacks = [
         EpochClockCallback(clock),
         *([history] if chief else []),
         PeriodicResults(cfg.training.save_interval, folder, training.evaluate, write=chief),
         keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD))] if chief else []),
+        *([keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD))] if tensorboard else []),
         *([early] if early else []),
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *schedule_callbacks,  # reduce-on-plateau
@@ -498,6 +532,8 @@ def finish(training: Training, fit_time: float, started: float) -> float:
         _fmt(test.get("r_squared")),
         folder.path,
     )
+    if training.tracker is not None:
+        training.tracker.end(status)  # its last line: how to browse the MLflow store
     return _nan_to_inf(evaluation["validation"]["loss"])
 
 

@@ -29,7 +29,7 @@ from bionn.config import schema  # noqa: E402
 from bionn.io import atomic_write_bytes  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
-GROUPS = ("model", "dataset", "training", "experiment", "debug", "hparams_search", "hydra/launcher")
+GROUPS = ("model", "dataset", "training", "logger", "experiment", "debug", "hparams_search", "hydra/launcher")
 _FIELD = re.compile(r"^    (\w+)\s*:")
 _MEMBER = re.compile(r"^    (\w+)\s*=")
 
@@ -101,6 +101,14 @@ def section(cls: type, prefix: str, lines: list[str]) -> None:
         annotation = hints[f.name]
         if dataclasses.is_dataclass(annotation):
             nested.append((annotation, f"{prefix}{f.name}."))
+            continue
+        optional = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        if optional:  # a part that is on when its option is chosen (a logger): its docstring says what
+            rows.append(
+                f"| `{prefix}{f.name}` | {optional[0].__name__} or null | `{yaml_text(default_of(f))}` | | "
+                f"{cell(' '.join((inspect.getdoc(optional[0]) or '').split()))} |"
+            )
+            nested.append((optional[0], f"{prefix}{f.name}."))
             continue
         default = yaml_text(default_of(f))
         rows.append(

@@ -105,3 +105,72 @@ def small_dataset() -> KineticsDataset:
             "shape.splits": [0.5, 0.25, 0.25],
         }
     )
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 at a free port, over a SQLite file in `folder`; stop() and
+    start() again keep its store and port (a server that goes down and comes back)."""
+
+    def __init__(self, folder: Path):
+        import socket
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> MlflowServer:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        mlflow = Path(sys.executable).parent / "mlflow"
+        cmd = [
+            str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+            "--artifacts-destination", str(self.folder / "artifacts"),
+        ]  # fmt: skip
+        log = open(self.folder / "server.log", "a")  # noqa: SIM115 (the server writes it while it runs)
+        # Without its job runner (a queue of worker processes for features bionn does not use): it starts
+        # in a fraction of the time.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"mlflow server did not answer on {self.uri}")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its workers
+            self.process.wait(timeout=60)
+        self.process = None
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real MLflow server for the session's tests (each test its own experiment or run folder)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()

@@ -99,6 +99,11 @@ def test_quick_debug_shrinks_any_run():
             r"Could not find 'model/Z'.*options in 'model':\s+A\s+E\s+P\s+P2\s",
         ),
         (
+            "logger=wandb",
+            MissingConfigException,
+            r"Could not find 'logger/wandb'.*options in 'logger':\s+csv\s+mlflow\s+none\s+tensorboard\s",
+        ),
+        (
             "training.verbose=7",
             ConfigCompositionException,
             r"Invalid value '7', expected one of \[silent, bar, epoch, auto\].*full_key: training\.verbose",
@@ -121,7 +126,7 @@ def test_hydra_rejects_types_and_unknown_keys(override, error, message):
     "override,message",
     [
         ("+training.foo=1", r"unknown config key\(s\): training\.foo \(allowed there: name, compile, epochs"),
-        ("+foo=1", r"unknown config key\(s\): foo \(allowed there: model, dataset, training, runtime\)"),
+        ("+foo=1", r"unknown config key\(s\): foo \(allowed there: model, dataset, training, runtime, log"),
         ("training.epochs=0", r"override training\.epochs=0: training\.epochs = 0 is invalid: must be >= 1"),
         ("training.compile.learning_rate=-1", r"training\.compile\.learning_rate = -1\.0"),
         ("training.compile.clipvalue=0", r"training\.compile\.clipvalue = 0\.0 .*or null"),
@@ -130,9 +135,16 @@ def test_hydra_rejects_types_and_unknown_keys(override, error, message):
             r"override dataset\.parameters\.k1_min=9: dataset\.parameters\.k1_min = 9\.0",
         ),
         ("runtime.cpu_replicas=0", r"runtime\.cpu_replicas = 0"),
+        (
+            "logger.mlflow.tracking_uri=localhost:5000",
+            r"override logger\.mlflow\.tracking_uri=localhost:5000: .* is invalid: allowed: null .*http\(s\)://",
+        ),
+        ("logger.mlflow.tracking_uri=http://:5000", r"needs a host and a valid port"),
+        ("logger.mlflow.tracking_uri=sqlite://mlflow.db", r"needs three slashes and a path"),
+        ("logger.mlflow.timeout_s=0", r"logger\.mlflow\.timeout_s = 0\.0 is invalid: must be > 0"),
     ],
 )
 def test_semantic_checks_name_key_value_and_allowed(override, message):
-    cfg = composed(override, with_hydra=True)
+    cfg = composed(*(["logger=mlflow"] if override.startswith("logger.") else []), override, with_hydra=True)
     with pytest.raises(ConfigError, match=message):
         check_run(cfg)

@@ -319,6 +319,7 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     sweep = tmp_path / "search"
     cmd = [sys.executable, "train.py", "-m", "hparams_search=smoke", "hydra/launcher=local"]
     cmd.append("hydra.sweeper.n_trials=2")  # two workers, one trial each (the Slurm tests run all four)
+    cmd.append("logger=mlflow")  # the search is one MLflow experiment in its folder's SQLite store
     done = subprocess.run(
         [*cmd, f"hydra.sweep.dir={sweep}", f"runtime.stats_cache_dir={tmp_path / 'cache'}"],
         cwd=ROOT,
@@ -344,6 +345,19 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     assert [int(r["number"]) for r in rows] == [t.number for t in summary.trials]
     assert float(rows[0]["objective"]) == best.value
     assert (sweep / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # MLflow: one experiment for the search, a run per trial with its number and state, the best marked.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep.resolve()}/.mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name(str(sweep.resolve()))
+    runs = {r.data.tags["bionn_trial"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {str(t.number) for t in summary.trials}
+    for trial in summary.trials:
+        tags = runs[str(trial.number)].data.tags
+        assert runs[str(trial.number)].info.run_name == f"trials/{trial.number}"
+        assert runs[str(trial.number)].info.status == "FINISHED" and tags["bionn_trial_state"] == trial.state
+        assert tags["bionn_best_trial"] == str(trial.number == best.number).lower()
 
     again = tmp_path / "again"
     trained = subprocess.run(

@@ -166,7 +166,7 @@ def assert_resumed_attempts(run: Path, interruptions: int, epochs: int) -> list[
 def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_failed(slurm, cache, tmp_path):
     out = tmp_path / "sweep"
     run = out / "0"
-    args = ["model=P", *LONG, "training.early_stopping_patience=0"]
+    args = ["model=P", *LONG, "training.early_stopping_patience=0", "logger=mlflow"]
     cmd = sweep_command(*slurm, *args, sweep=out, cache=cache)
     done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", REQUEUE, PREEMPT)
     assert done.returncode == 0, done.output[-3000:]
@@ -189,6 +189,15 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_fai
     expected = ["0", "multirun.yaml", "summary.csv", "summary.md", "summary.png", "sweep.json"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == expected
     assert "Caught signal SIGUSR2" in job_logs(out)[0].with_suffix(".err").read_text()
+    # MLflow (the sweep folder's SQLite store): the three attempts are one run, every epoch once, FINISHED.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve()}/.mlflow/mlflow.db")
+    [tracked] = client.search_runs([client.get_experiment_by_name(str(out.resolve())).experiment_id])
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == "0"
+    for key in ("loss", "val_loss"):
+        assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id, key)) == list(range(6))
+    assert (tracked.data.tags["slurm.restart_count"], tracked.data.tags["bionn_attempts"]) == ("2", "3")
 
 
 @pytest.fixture(scope="session")

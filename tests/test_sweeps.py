@@ -172,7 +172,9 @@ def max_array_size() -> int:
 @pytest.mark.slow
 def test_killed_sweep_with_two_cancelled_jobs_resumes_exactly_those_two(slurm, cache, tmp_path):  # noqa: F811
     out = tmp_path / "sweep"
-    cmd = sweep_command(*slurm, "hydra.launcher.array_parallelism=2", *FOUR, sweep=out, cache=cache)
+    cmd = sweep_command(
+        *slurm, "hydra.launcher.array_parallelism=2", "logger=mlflow", *FOUR, sweep=out, cache=cache
+    )
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(slurm_ids(out)) == 4, 300, "the four jobs to be submitted")
     ids = slurm_ids(out)
@@ -217,6 +219,14 @@ def test_killed_sweep_with_two_cancelled_jobs_resumes_exactly_those_two(slurm, c
         assert len(RunFolder(out / str(n)).attempts()) == 1
     assert [r["status"] for r in rows(out)] == ["completed"] * 4
     assert "4 job(s): 4 completed" in resumed.stdout
+    # MLflow: the sweep is one experiment (its folder's SQLite store), its four jobs the runs, all finished.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve()}/.mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name(str(out.resolve()))
+    tracked = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in tracked) == ["0", "1", "2", "3"]
+    assert {r.info.status for r in tracked} == {"FINISHED"}
 
     # The same folder with another job list: refused, nothing submitted.
     before = sorted(p.name for p in (out / ".submitit").iterdir())

@@ -134,7 +134,7 @@ def interrupt_in_attempt(proc: subprocess.Popen, run: Path, attempt: int, sig: s
     proc.wait(timeout=600)
 
 
-def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_equal(tmp_path):
+def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_equal(tmp_path, mlflow_server):
     args = [
         "model=E",
         "debug=quick",
@@ -149,6 +149,9 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
 
     run = tmp_path / "resumed"
     folder = RunFolder(run)
+    # Every attempt logs to one MLflow run on a real server (loggers are outside the ledger: the straight
+    # run without it is the same config).
+    args += ["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={mlflow_server.uri}"]
     first = start(*args, f"hydra.run.dir={run}", cache=cache, log=tmp_path / "1.log")
     interrupt_in_attempt(first, run, 1, signal.SIGINT)  # Ctrl-C
     assert first.returncode == 128 + signal.SIGINT  # recorded, then ended in one paragraph
@@ -160,6 +163,9 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
     console = (tmp_path / "1.log").read_text()
     assert f"interrupted by SIGINT after {interrupted['end_epoch']} committed epoch(s)" in console
     assert "Traceback" not in console and "KeyboardInterrupt" not in console, console[-3000:]
+    client = mlflow_server.client()
+    run_id = json.loads((run / "mlflow.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"  # interrupted: not finished, not failed
 
     second = start(*args, f"hydra.run.dir={run}", cache=cache, log=tmp_path / "2.log")
     interrupt_in_attempt(second, run, 2, signal.SIGKILL)  # no chance to record anything
@@ -202,6 +208,17 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
 
     finished = train(*args, f"hydra.run.dir={run}", cache=cache)  # a finished run is not redone
     assert "already finished (completed)" in finished.stdout and len(folder.attempts()) == 3
+
+    # One MLflow run for the three attempts: each epoch once (step = epoch), FINISHED, the attempts tagged.
+    from bionn.tracking import FOLDER_TAG
+
+    experiment = client.get_experiment_by_name("bionn")
+    [tracked] = client.search_runs([experiment.experiment_id], f"tags.`{FOLDER_TAG}` = '{run.resolve()}'")
+    assert tracked.info.run_id == run_id
+    assert tracked.info.status == "FINISHED" and tracked.data.tags["bionn_attempts"] == "3"
+    for key in ("loss", "val_loss"):
+        assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id, key)) == [0, 1, 2, 3]
+    assert f"to browse: open {mlflow_server.uri}" in output and any((run / "tensorboard").rglob("events.*"))
 
 
 def test_config_errors_lock_no_folder_a_failed_start_takes_a_corrected_config_and_another_is_refused(

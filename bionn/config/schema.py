@@ -397,6 +397,44 @@ class RuntimeConfig:
 
 
 @dataclass
+class TensorBoardLogger:
+    """TensorBoard event files in the run folder's tensorboard/ (logger=tensorboard, the default)."""
+
+
+@dataclass
+class CsvLogger:
+    """history.csv, one row per epoch: the run folder's own record, written with every logger (logger=csv
+    adds nothing to it; the name is there for lightning-hydra-template's users)."""
+
+
+@dataclass
+class MlflowLogger:
+    """One MLflow run per run folder, continued by every later attempt (docs/tracking.md)."""
+
+    # Where to log: null = a SQLite store in the sweep folder (a single run: in its run folder);
+    # http(s)://host:port = an MLflow server; sqlite:///path.db or file:///path = a store of your own.
+    tracking_uri: str | None = None
+    # MLflow experiment: null = the sweep folder's path for a sweep's or search's jobs, "bionn" otherwise.
+    experiment_name: str | None = None
+    # Also upload model.keras at the end (final_results.json and plots/ always are); it can be large.
+    log_model: bool = False
+    # true: a store that cannot be reached stops the run before any work;
+    # false: a warning, training goes on, and bionn-report DIR --to-mlflow URI fills in later.
+    required: bool = False
+    # Seconds one call to the store may take before the tracker stops logging for this attempt (> 0).
+    timeout_s: float = 10.0
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides the run folder: a file of conf/logger/, or several (logger=[a,b])."""
+
+    tensorboard: TensorBoardLogger | None = None
+    mlflow: MlflowLogger | None = None
+    csv: CsvLogger | None = None
+
+
+@dataclass
 class RunConfig:
     """One run: what train.py composes from conf/train.yaml."""
 
@@ -404,6 +442,8 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # Loggers (none of them decides a result: a re-run may change them).
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def register_schemas() -> None:
@@ -464,6 +504,40 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
         value = cfg.runtime.cpu_replicas
         raise ConfigError(f"{source}: runtime.cpu_replicas = {value!r} is invalid: must be >= 1")
     check_layers(cfg.model.layers, f"{source_of('model.layers', hydra_cfg)}: model.layers")
+    mlflow = cfg.get("logger", {}).get("mlflow")
+    if mlflow is not None:
+        check_tracking(mlflow, lambda key: source_of(f"logger.mlflow.{key}", hydra_cfg))
+
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "file")
+
+
+def check_tracking(mlflow: Any, source: Callable[[str], str]) -> None:
+    """logger.mlflow's values: a tracking URI MLflow can open (scheme, host, path) and a positive timeout."""
+    from urllib.parse import urlsplit
+
+    def fail(key: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"{source(key)}: logger.mlflow.{key} = {value!r} is invalid: {allowed}")
+
+    uri = mlflow.tracking_uri
+    if uri is not None:
+        parts = urlsplit(uri)
+        allowed = (
+            "allowed: null (a SQLite store in the sweep or run folder), http(s)://host:port (an MLflow "
+            "server), sqlite:///path/to/file.db or file:///path/to/folder"
+        )
+        if parts.scheme not in TRACKING_SCHEMES:
+            fail("tracking_uri", uri, allowed)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme in ("http", "https") and (not parts.hostname or port == -1):
+            fail("tracking_uri", uri, f"a server URI needs a host and a valid port; {allowed}")
+        if parts.scheme in ("sqlite", "file") and (parts.netloc or not parts.path.strip("/")):
+            fail("tracking_uri", uri, f"a local store needs three slashes and a path; {allowed}")
+    if not mlflow.timeout_s > 0:
+        fail("timeout_s", mlflow.timeout_s, "must be > 0 (seconds)")
 
 
 # ---- checks of the schedule, weight decay and speed options ----------------------------

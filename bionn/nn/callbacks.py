@@ -180,6 +180,8 @@ class RunBackup(keras.callbacks.Callback):
         self.stopped = False  # the restored state ended training (early stopping, NaN or pruning)
         self.pruned = False  # the restored state was pruned
         self._early_state: dict | None = None
+        # Called with (epoch, logs) once an epoch is committed (a tracker logs it then: never twice).
+        self.on_commit: list[Callable[[int, dict], None]] = []
 
     def restore(self, model: keras.Model) -> int:
         """Load the committed weights into `model` (built and compiled, inside its strategy's scope);
@@ -224,6 +226,8 @@ class RunBackup(keras.callbacks.Callback):
             state["early_stopping"] = self._early_snapshot()
         self.folder.write_json(f"{BACKUP}/{self.STATE}", state)
         self._prune(state)
+        for listener in self.on_commit:
+            listener(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
     def _early_snapshot(self) -> dict:
         early = self.early

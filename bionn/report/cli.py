@@ -142,6 +142,65 @@ class SweepReport(Callback):
             raise SystemExit(1)
 
 
+def to_mlflow(
+    root: Path, tracking_uri: str | None, experiment: str | None = None
+) -> list[tuple[str, str, int]]:
+    """Import the run, sweep or search folder `root` into an MLflow store (bionn.tracking.import_folder);
+    a search's trials carry their number and state, and its best trial bionn_best_trial = true."""
+    from bionn.tracking import import_folder
+
+    tags: dict[str, dict[str, str]] = {}
+    if is_search(root):
+        summary = read_search(root)
+        best = summary.best
+        for trial in summary.trials:
+            tags[str((Path(root) / trial.run_dir).resolve())] = {
+                "bionn_trial": str(trial.number),
+                "bionn_trial_state": trial.state,
+                "bionn_best_trial": str(best is not None and trial.number == best.number).lower(),
+            }
+    return import_folder(Path(root), tracking_uri, experiment, tags)
+
+
+def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
+    """bionn-report DIR --to-mlflow URI: one line per run folder, one paragraph for a bad URI or store."""
+    from types import SimpleNamespace
+
+    from bionn.config.errors import ConfigError
+    from bionn.config.schema import check_tracking
+    from bionn.tracking import store_for
+
+    try:
+        check_tracking(SimpleNamespace(tracking_uri=uri, timeout_s=1), lambda key: "--to-mlflow")
+    except ConfigError as err:
+        print(f"bionn-report: error: {err}".replace("logger.mlflow.tracking_uri", "the URI"), file=sys.stderr)
+        return 2
+    if not folder.is_dir():
+        print(
+            f"bionn-report: error: {folder} is not a folder (expected a run, sweep or search folder)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = to_mlflow(folder, uri, experiment)
+    except Exception as err:
+        why = (str(err).strip().splitlines() or [""])[0]
+        print(
+            f"bionn-report: error: could not import {folder} into {uri}: {type(err).__name__}: {why}. "
+            f"Nothing in {folder} was changed; the same command continues where this one stopped.",
+            file=sys.stderr,
+        )
+        return 1
+    for path, run_id, added in done:
+        print(f"{path}: MLflow run {run_id}, {added} epoch(s) added")
+    if not done:
+        print(f"bionn-report: no run folder with a ledger under {folder}: nothing to import")
+    else:
+        browse = store_for(folder, uri, experiment).ui_command
+        print(f"bionn-report: imported {len(done)} run folder(s) into {uri}; to browse: {browse}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bionn-report", description="Sweep report of a run or multirun folder."
@@ -158,7 +217,21 @@ def main(argv: list[str] | None = None) -> int:
         "completed, 1 if not); writes nothing",
     )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between --watch refreshes")
+    parser.add_argument(
+        "--to-mlflow",
+        metavar="URI",
+        default=None,
+        help="import the folder's runs into this MLflow store (http(s)://host:port, sqlite:///file.db), "
+        "from their own records; importing again adds nothing (docs/tracking.md); writes no report",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        help="with --to-mlflow: the MLflow experiment (default as logger=mlflow)",
+    )
     args = parser.parse_args(argv)
+    if args.to_mlflow:
+        return _import_command(Path(args.folder), args.to_mlflow, args.experiment)
     if args.watch:
         return watch(Path(args.folder), args.interval)
     started = time.time()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bionn.io import atomic_write_json
-from bionn.run_folder import RunFolder, RunFolderError, now, process_alive, read_json
+from bionn.run_folder import RunFolder, RunFolderError, ledger_excluded, now, process_alive, read_json
 from bionn.search.space import SearchError, SearchSpec, make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,10 @@ class SearchFolder:
         """Record the search (or check that the folder holds this one) and create or open its study.
         SearchError before anything is written when the folder holds another search, or its study
         cannot be read."""
-        deciding = {**spec.record(), "base_overrides": list(base_overrides)}
+        deciding = {**spec.record(), "base_overrides": _deciding(base_overrides)}
         record = self.record()
-        if record is not None:
-            held = {**record["spec"], "base_overrides": record.get("base_overrides", [])}
+        if record is not None:  # a logger may change (logger=mlflow on a re-run): it decides no result
+            held = {**record["spec"], "base_overrides": _deciding(record.get("base_overrides", []))}
             differences = [
                 f"  {key}: {held.get(key)!r} (recorded) -> {deciding[key]!r} (this run)"
                 for key in deciding
@@ -316,3 +316,8 @@ class SearchFolder:
         trials = self.trials()
         ended = [t for t in trials if t.state.is_finished()]
         return len(ended) >= n_trials and not any(t.state == TrialState.RUNNING for t in trials)
+
+
+def _deciding(overrides: list[str]) -> list[str]:
+    """The overrides that can change a trial's result (those of LEDGER_EXCLUDED keys, loggers, left out)."""
+    return [o for o in overrides if not ledger_excluded(str(o).split("=", 1)[0].lstrip("+~"))]

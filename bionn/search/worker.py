@@ -96,7 +96,7 @@ def work(cfg: Any) -> float:
             done.append(claimed.number)
             beat.update(trial=None, trials=done)
     if folder.finished(n_trials):
-        _write_report(folder)
+        _write_report(folder, (cfg.get("logger") or {}).get("mlflow"))
     return _best_value(folder, spec)
 
 
@@ -202,8 +202,10 @@ def _best_value(folder: SearchFolder, spec: SearchSpec) -> float:
     return max(values) if spec.direction.value == "maximize" else min(values)
 
 
-def _write_report(folder: SearchFolder) -> None:
+def _write_report(folder: SearchFolder, mlflow: Any = None) -> None:
+    """The search report; with logger=mlflow also the trials' states and the best trial in MLflow."""
     from bionn.report import write_report
+    from bionn.report.cli import to_mlflow
 
     try:
         write_report(folder.path)
@@ -211,4 +213,16 @@ def _write_report(folder: SearchFolder) -> None:
     except Exception as err:  # the report can be written again: bionn-report DIR
         log.warning(
             "could not write the search report of %s: %s (bionn-report %s)", folder.path, err, folder.path
+        )
+    if mlflow is None:
+        return
+    try:
+        to_mlflow(folder.path, mlflow.tracking_uri, mlflow.experiment_name)
+        log.info("MLflow: the trials' states and the best trial of %s are tagged", folder.path)
+    except Exception as err:  # a tracker never costs a result: the import can be run again
+        log.warning(
+            "MLflow: could not tag the trials of %s: %s (bionn-report %s --to-mlflow URI)",
+            folder.path,
+            err,
+            folder.path,
         )
