@@ -28,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,13 +51,15 @@ from bionn.run_folder import (
     Status,
     process_alive,
 )
-from bionn.slurm import QUEUED, RUNNING, attempt_job_id, check_batch_split, queue_states
+from bionn.slurm import QUEUED, RUNNING, attempt_job_id, check_batch_split, job_state, queue_states
 from bionn.sweep_folder import SWEEP, Job, SweepFolder, SweepFolderError, SweepRefused
 from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (registers the launcher schemas)
 
 log = logging.getLogger(__name__)
 
 # Keys of the whole sweep, not of one job's resources.
+# How often a waiting Slurm launcher looks for a job requeued after its attempt began (SlurmLauncher._wait).
+REQUEUE_POLL_S = 5.0
 SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait", "max_array_size", "per_job")
 
 
@@ -391,6 +394,7 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
 
     def _result(self, job: Job, submitit_job: Any, folder: SweepFolder) -> JobReturn:
         try:
+            self._wait(job, submitit_job, folder)
             return submitit_job.results()[0]
         except Exception:  # killed, out of memory, node failure, ...: the job left no result
             ret = JobReturn(overrides=list(job.overrides), status=JobStatus.FAILED)
@@ -399,6 +403,9 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 f"see {submitit_job.paths.stderr}"
             )
             return ret
+
+    def _wait(self, job: Job, submitit_job: Any, folder: SweepFolder) -> None:
+        """Wait until the job has ended (results() then returns at once)."""
 
 
 def live_jobs(folder: SweepFolder, jobs: list[Job]) -> dict[int, str]:
@@ -560,6 +567,34 @@ def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: Job
 
 class SlurmLauncher(_SweepLauncher):
     _EXECUTOR = "slurm"
+
+    def _wait(self, job: Job, submitit_job: Any, folder: SweepFolder) -> None:
+        """Wait until the job has ended. Meanwhile, when Slurm has requeued it after its attempt began
+        without that attempt recording its end (its node was lost: the job then waits for nodes, maybe
+        long), close that attempt in its run folder as interrupted, naming the lost node: the folder must
+        not say running while no process of the job runs. Only once squeue says PENDING (not COMPLETING):
+        the job's processes are gone, and its next start is seconds away at the least."""
+        run, job_id = folder.run_folder(job), str(submitit_job.job_id)
+        while not submitit_job.done():
+            try:
+                attempts = run.attempts()
+            except (RunFolderError, OSError):  # a file being replaced: ask again at the next poll
+                attempts = []
+            last = attempts[-1] if attempts else {}
+            if last.get("outcome") is None and attempt_job_id(last.get("slurm")) == job_id:
+                if job_state(job_id) == "PENDING":
+                    closed = run.end_requeued_attempt(job_id)
+                    if closed is not None:
+                        log.warning(
+                            "job #%d (%s): Slurm requeued it; its attempt %d ended: %s. It resumes in %s "
+                            "when Slurm runs it again",
+                            job.num,
+                            job_id,
+                            closed["number"],
+                            closed["reason"],
+                            run.path,
+                        )
+            time.sleep(REQUEUE_POLL_S)
 
     def _cluster_max_array_size(self) -> int | None:
         """The cluster's MaxArraySize (array indices run 0 to MaxArraySize - 1); None if it does not say."""
