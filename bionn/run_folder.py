@@ -435,17 +435,23 @@ class RunFolder:
         self._write_attempts([*attempts, self._attempt])
         return self._attempt
 
-    def end_requeued_attempt(self, job_id: str) -> dict | None:
-        """Close the last attempt as interrupted (unrecorded_end says why) if it never recorded its end and
-        ran as Slurm job `job_id`, which the caller saw waiting in the queue again: Slurm requeued it (its
-        node was lost, or a requeue killed it), so no process of that job writes here until it starts
-        again. Returns the closed attempt, else None. (The job's next start would close it too; this
-        says so while the job waits, e.g. for a lost node to come back.)"""
+    def end_requeued_attempt(self, job_id: str, number: int) -> dict | None:
+        """Close attempt `number` as interrupted (unrecorded_end says why) if it is still the last one, never
+        recorded its end and ran as Slurm job `job_id`, which the caller saw waiting in the queue again
+        after reading that attempt: Slurm requeued the job (its node was lost, or a requeue killed it), so
+        no process of it writes here until it starts again, seconds later at the least. Returns the closed
+        attempt, else None. (The job's next start would close it too; this says so while the job waits,
+        e.g. for a lost node to come back.)"""
         from bionn.slurm import attempt_job_id
 
         attempts = self.attempts()
         last = attempts[-1] if attempts else None
-        if last is None or last.get("outcome") is not None or attempt_job_id(last.get("slurm")) != job_id:
+        if (
+            last is None
+            or last.get("number") != number
+            or last.get("outcome") is not None
+            or attempt_job_id(last.get("slurm")) != job_id
+        ):
             return None
         _close_unrecorded(last)
         self._write_attempts(attempts)

@@ -96,15 +96,16 @@ def test_a_requeued_jobs_open_attempt_is_closed_naming_its_lost_node_and_no_othe
     RunFolder(tmp_path).begin_attempt(slurm, start_epoch=0)
     before = (tmp_path / ATTEMPTS).read_bytes()
     for other_job in ("12", "11_1", "13_0"):  # not this attempt's job (array task 11_0): untouched
-        assert RunFolder(tmp_path).end_requeued_attempt(other_job) is None
+        assert RunFolder(tmp_path).end_requeued_attempt(other_job, 1) is None
+    assert RunFolder(tmp_path).end_requeued_attempt("11_0", 2) is None  # not the attempt that was seen
     assert (tmp_path / ATTEMPTS).read_bytes() == before
 
     down["bionn-node2"] = "down*"
-    closed = RunFolder(tmp_path).end_requeued_attempt("11_0")
+    closed = RunFolder(tmp_path).end_requeued_attempt("11_0", 1)
     reason = "lost node bionn-node2 (Slurm: down*); the attempt ended with it, without a record"
     assert (closed["outcome"], closed["reason"], closed["ended"]) == ("interrupted", reason, None)
     assert RunFolder(tmp_path).status() == Status.INTERRUPTED
-    assert RunFolder(tmp_path).end_requeued_attempt("11_0") is None  # closed already: nothing to do
+    assert RunFolder(tmp_path).end_requeued_attempt("11_0", 1) is None  # closed already: nothing to do
     # The job's next start (the node back) keeps that record; one killed on a node that answers is a kill.
     again = RunFolder(tmp_path)
     again.begin_attempt(slurm)

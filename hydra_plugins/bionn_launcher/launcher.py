@@ -12,8 +12,10 @@ They are hydra-submitit-launcher's, with a sweep's life added (docs/sweeps.md):
 - **Wait, or not.** With `wait: true` the launcher waits for every job, even after one failed:
   a job that failed in training records it and returns, and the sweep report names it; a job
   that raised anyway, or died without a result (killed, out of memory, node failure), is named
-  here. With `wait: false` it returns once the jobs are submitted; the last job to end writes
-  the sweep report.
+  here. A Slurm job requeued after its node was lost has an attempt that no process can close: the
+  waiting launcher closes it as interrupted, naming the node (SlurmLauncher._wait). With
+  `wait: false` it returns once the jobs are submitted; the last job to end writes the sweep
+  report.
 - **Arrays.** Jobs whose own config asks for equal resources (its `hydra.launcher` keys) share
   a Slurm array; an array holds at most the cluster's MaxArraySize jobs, and
   `array_parallelism` bounds the jobs running at once across all arrays of the launch.
@@ -575,26 +577,32 @@ class SlurmLauncher(_SweepLauncher):
         not say running while no process of the job runs. Only once squeue says PENDING (not COMPLETING):
         the job's processes are gone, and its next start is seconds away at the least."""
         run, job_id = folder.run_folder(job), str(submitit_job.job_id)
+        looked = time.monotonic()
         while not submitit_job.done():
+            time.sleep(1)  # as submitit's own wait
+            if time.monotonic() - looked < REQUEUE_POLL_S:
+                continue
+            looked = time.monotonic()
             try:
                 attempts = run.attempts()
-            except (RunFolderError, OSError):  # a file being replaced: ask again at the next poll
-                attempts = []
+            except (RunFolderError, OSError):  # a file being replaced: ask again at the next look
+                continue
             last = attempts[-1] if attempts else {}
-            if last.get("outcome") is None and attempt_job_id(last.get("slurm")) == job_id:
-                if job_state(job_id) == "PENDING":
-                    closed = run.end_requeued_attempt(job_id)
-                    if closed is not None:
-                        log.warning(
-                            "job #%d (%s): Slurm requeued it; its attempt %d ended: %s. It resumes in %s "
-                            "when Slurm runs it again",
-                            job.num,
-                            job_id,
-                            closed["number"],
-                            closed["reason"],
-                            run.path,
-                        )
-            time.sleep(REQUEUE_POLL_S)
+            if last.get("outcome") is not None or attempt_job_id(last.get("slurm")) != job_id:
+                continue
+            if job_state(job_id) != "PENDING":
+                continue
+            closed = run.end_requeued_attempt(job_id, last["number"])
+            if closed is not None:
+                log.warning(
+                    "job #%d (%s): Slurm requeued it; its attempt %d ended: %s. It resumes in %s when "
+                    "Slurm runs it again",
+                    job.num,
+                    job_id,
+                    closed["number"],
+                    closed["reason"],
+                    run.path,
+                )
 
     def _cluster_max_array_size(self) -> int | None:
         """The cluster's MaxArraySize (array indices run 0 to MaxArraySize - 1); None if it does not say."""
