@@ -150,6 +150,7 @@ class SearchFolder:
                 "spec": spec.record(),
                 "n_trials": spec.n_trials,
                 "n_workers": spec.n_workers,
+                "dead_after_s": spec.dead_after_s,  # for bionn-report --watch (not part of the study)
                 "source": spec.source,
             },
         )
