@@ -411,8 +411,10 @@ def test_the_cluster_scripts_clean_up_after_a_killed_run_and_start_both_hosts_ag
         assert not list(Path("/etc/netns").glob("bionn-node*"))
         assert "# bionn local_slurm node" not in Path("/etc/hosts").read_text()
         for daemon in ("slurmctld", "slurmd", "slurmstepd", "slurmdbd"):
-            left = subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True).stdout.split()
-            assert not left, f"{daemon} still runs after stop.sh: {left}"
+            deadline = time.time() + 30  # slurmctld's helper (slurmscriptd, named slurmctld) ends after it
+            while left := subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True).stdout:
+                assert time.time() < deadline, f"{daemon} still runs 30 s after stop.sh: {left.split()}"
+                time.sleep(0.2)
     finally:
         if stray is not None and stray.poll() is None:
             stray.kill()
