@@ -422,12 +422,7 @@ class RunFolder:
         attempts = self.attempts()
         for attempt in attempts:
             if attempt.get("outcome") is None:
-                signals = attempt.get("signals") or []
-                attempt.update(
-                    outcome=Outcome.INTERRUPTED.value,
-                    ended=None,
-                    reason=(f"killed after {signals[-1]}" if signals else "ended without a record (killed)"),
-                )
+                _close_unrecorded(attempt)
         final = self.final()
         if final is not None and final["status"] == Status.FAILED:
             (self / FINAL).unlink()
@@ -447,6 +442,28 @@ class RunFolder:
         }
         self._write_attempts([*attempts, self._attempt])
         return self._attempt
+
+    def end_requeued_attempt(self, job_id: str, number: int) -> dict | None:
+        """Close attempt `number` as interrupted (unrecorded_end says why) if it is still the last one, never
+        recorded its end and ran as Slurm job `job_id`, which the caller saw waiting in the queue again
+        after reading that attempt: Slurm requeued the job (its node was lost, or a requeue killed it), so
+        no process of it writes here until it starts again, seconds later at the least. Returns the closed
+        attempt, else None. (The job's next start would close it too; this says so while the job waits,
+        e.g. for a lost node to come back.)"""
+        from bionn.slurm import attempt_job_id
+
+        attempts = self.attempts()
+        last = attempts[-1] if attempts else None
+        if (
+            last is None
+            or last.get("number") != number
+            or last.get("outcome") is not None
+            or attempt_job_id(last.get("slurm")) != job_id
+        ):
+            return None
+        _close_unrecorded(last)
+        self._write_attempts(attempts)
+        return last
 
     def update_attempt(self, **fields: Any) -> None:
         """Change this process's attempt record (written at once: a kill may follow)."""
@@ -485,6 +502,26 @@ class RunFolder:
 
     def _write_attempts(self, attempts: list[dict]) -> None:
         self.write_json(ATTEMPTS, {"attempts": attempts})
+
+
+def unrecorded_end(attempt: dict) -> str:
+    """Why an attempt that never recorded its end ended, as far as can be told afterwards: after a signal
+    it noted, a kill; on a Slurm node that Slurm now reports down or not responding, that node's loss
+    (named); else a kill (SIGKILL, out of memory, a requeue)."""
+    from bionn.slurm import lost_nodes
+
+    signals = attempt.get("signals") or []
+    if signals:
+        return f"killed after {signals[-1]}"
+    lost = lost_nodes((attempt.get("slurm") or {}).get("nodelist"))
+    if lost:
+        nodes = ", ".join(f"{node} (Slurm: {state})" for node, state in lost.items())
+        return f"lost node {nodes}; the attempt ended with it, without a record"
+    return "ended without a record (killed)"
+
+
+def _close_unrecorded(attempt: dict) -> None:
+    attempt.update(outcome=Outcome.INTERRUPTED.value, ended=None, reason=unrecorded_end(attempt))
 
 
 def _dead_here(attempt: dict) -> bool:

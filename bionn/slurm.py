@@ -93,6 +93,46 @@ def attempt_job_id(slurm: dict | None) -> str | None:
     return str(slurm.get("job_id")) if slurm.get("job_id") else None
 
 
+# sinfo states of a node that cannot run jobs: down, failing, not responding (a trailing "*"), ...
+NODE_LOST = ("down", "drain", "fail", "inval", "unk", "not_resp", "no_resp", "maint")
+
+
+def lost_nodes(nodelist: str | None) -> dict[str, str]:
+    """{node: sinfo state} of the nodes of `nodelist` (Slurm's compressed list) that Slurm cannot reach or
+    use now (down, failing, not responding); {} when all answer, or when there is no `sinfo` answer."""
+    import subprocess
+
+    if not nodelist:
+        return {}
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-N", "-n", nodelist, "-o", "%N|%T"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    lost = {}
+    for line in out.stdout.splitlines() if not out.returncode else []:
+        node, _, state = line.strip().partition("|")
+        if node and (state.endswith("*") or state.lower().startswith(NODE_LOST)):
+            lost[node] = state
+    return lost
+
+
+def job_state(job_id: str) -> str | None:
+    """squeue's state of one job (<array>_<task> for an array task), or None when squeue does not know it
+    or does not answer."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = out.stdout.split() if not out.returncode else []
+    return states[0] if len(states) == 1 else None
+
+
 def queue_states() -> dict[str, str] | None:
     """{job id: state} of every job `squeue` knows (array tasks as <array>_<task>, recently ended ones
     too), or None when there is no `squeue` or it does not answer. Needs no accounting (`sacct`)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,10 @@ from bionn.data.dataset import KineticsDataset
 from bionn.run_folder import RunFolder, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
+# Epochs of several seconds by data size (not by timing): after an attempt's first commit, five epochs
+# of 8,400 samples remain, several times Slurm's KillWait (5 s) even on a fast idle CPU, so a requeue's
+# SIGKILL lands while the job trains.
+LONG = ["debug=quick", "dataset.shape.n_samples=12000", "training.epochs=6", "training.save_interval=0"]
 
 
 def pytest_addoption(parser):
@@ -174,3 +180,26 @@ def mlflow_server(tmp_path_factory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     yield server
     server.stop()
+
+
+# Session fixtures shared by several test modules live here: a fixture imported from another test module
+# is a second fixture of its own, computed again (the reference training below cost 5 minutes twice).
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One statistics cache folder for the session's trainings and sweeps."""
+    return tmp_path_factory.mktemp("stats")
+
+
+@pytest.fixture(scope="session")
+def one_process_two_replicas(cache, tmp_path_factory) -> Path:
+    """The run folder of `model=P` + LONG trained in one process with 2 replicas: what every multi-worker
+    training of that config must equal (tests/test_slurm.py, tests/test_multinode.py; trained once)."""
+    single = tmp_path_factory.mktemp("one_process") / "run"
+    cmd = [sys.executable, "train.py", "model=P", *LONG, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
+    alone = subprocess.run(
+        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    return single

@@ -9,32 +9,37 @@ usable nodes these tests skip (fail under BIONN_REQUIRE_SLURM=1). docs/slurm.md 
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, training_in_attempt
-from test_search_slurm import assert_trials_match_their_run_folders, search, states
+from test_search_slurm import SMOKE, assert_trials_match_their_run_folders, search, states
 from test_slurm import (  # noqa: F401  (fixtures)
     LONG,
     PREEMPT,
     assert_resumed_attempts,
     assert_weights_equal,
-    cache,
+    epochs_in,
     job_logs,
-    one_process_two_replicas,
     read,
     slurm,
     sweep,
     sweep_command,
-    sweep_interrupted,
 )
 
-from bionn.run_folder import RunFolder
+from bionn.report.read import collect, watch_states
+from bionn.run_folder import RunFolder, RunFolderError, Status
+from bionn.search.folder import SearchFolder
+from bionn.slurm import attempt_job_id, queue_states
 
 pytestmark = pytest.mark.slow
 
@@ -70,36 +75,117 @@ def two_nodes(slurm) -> list[str]:  # noqa: F811
     return nodes
 
 
-def test_two_node_job_preempted_resumes_both_hosts_at_one_epoch_and_ends_bit_equal_to_one_process(
+def wait_for(launcher: subprocess.Popen, until, what: str, log: Path, timeout: float = 900) -> None:
+    """Wait for a state (`until()` true) while the launcher runs; fail naming `what` otherwise."""
+    deadline = time.time() + timeout
+    while not until():
+        assert launcher.poll() is None, f"the launcher ended before {what}:\n{log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def last_outcome(run: Path) -> str | None:
+    try:
+        attempts = RunFolder(run).attempts()
+    except (RunFolderError, OSError):  # a file being replaced: ask again
+        return None
+    return attempts[-1]["outcome"] if attempts else None
+
+
+def test_two_node_job_preempted_then_losing_a_host_says_so_resumes_both_hosts_and_ends_bit_equal(
     slurm,  # noqa: F811
     two_nodes,
     cache,  # noqa: F811
     one_process_two_replicas,  # noqa: F811
     tmp_path,
 ):
+    [extra, *_] = [n for n in two_nodes if n.startswith("bionn-node")]
     out = tmp_path / "sweep"
     run = out / "0"
+    log = tmp_path / "launcher.log"
     debug = "hydra.verbose=bionn.train"  # each worker logs its weights' digest at DEBUG
     cmd = sweep_command(*slurm, *TWO_NODES, debug, "model=P", *LONG, sweep=out, cache=cache)
-    done = sweep_interrupted(cmd, run, tmp_path / "launcher.log", PREEMPT)
-    assert done.returncode == 0, done.output[-3000:]
 
-    # One writer: one record per start, each epoch once; both attempts recorded by the chief's host.
-    first, second = assert_resumed_attempts(run, interruptions=1, epochs=6)
+    def sigint_as_at_a_terminal() -> None:  # a suite started in the background inherits an ignored SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    with open(log, "w") as handle:
+        launcher = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=sigint_as_at_a_terminal
+        )
+    try:
+        # Attempt 1 preempted (USR2: submitit requeues the job), attempt 2 loses its chief's host.
+        wait_for(launcher, lambda: training_in_attempt(run, 1), "attempt 1 training", log)
+        subprocess.run(
+            [*PREEMPT, read(run / "info.json")["slurm"]["job_id"]], check=True, capture_output=True
+        )
+        wait_for(launcher, lambda: training_in_attempt(run, 2), "attempt 2 training", log)
+        node_script("lose", extra)
+        lost_at = RunFolder(run).committed_epoch()
+        # Slurm requeues the job, which waits for two nodes: meanwhile its run folder says interrupted,
+        # naming the lost host (the waiting launcher closed the attempt no process of the job can close).
+        wait_for(launcher, lambda: last_outcome(run) == "interrupted", "record of the lost attempt", log)
+        assert RunFolder(run).status() == Status.INTERRUPTED
+        lost = RunFolder(run).attempts()[1]
+        assert lost["reason"].startswith(f"lost node {extra} (Slurm: "), lost
+        job = attempt_job_id(lost["slurm"])
+        [watched] = watch_states(out, queue_states())
+        assert watched.state == "requeued" and f"lost node {extra}" in watched.detail, watched
+        # The user stops waiting (Ctrl-C to the launcher, scancel): the sweep ends saying what happened.
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=120) == 130, log.read_text()[-3000:]
+        subprocess.run(["scancel", job], check=True, capture_output=True)
+        deadline = time.time() + 120
+        while job_state(job) not in ("", "CANCELLED"):
+            assert time.time() < deadline, f"the job {job} was not cancelled"
+            time.sleep(0.2)
+        [summary] = collect(out)
+        assert (summary.status, summary.interruption) == ("interrupted", lost["reason"]), summary
+        [watched] = watch_states(out, queue_states())
+        assert watched.state == "cancelled" and watched.detail == lost["reason"], watched
+        node_script("restore", extra)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        node_script("restore", extra)
+    assert f"Slurm requeued it; its attempt 2 ended: lost node {extra}" in log.read_text()
+    # Once the host is back, `bionn-sweep resume` continues the job at its last committed epoch.
+    resumed_sweep = subprocess.run(
+        [sys.executable, "-m", "bionn.sweep", "resume", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed_sweep.returncode == 0, resumed_sweep.stdout[-2000:] + resumed_sweep.stderr[-3000:]
+
+    # One writer: one record per start, each epoch once; every attempt recorded by the chief's host.
+    first, second, third = RunFolder(run).attempts()
+    assert [a["outcome"] for a in (first, second, third)] == ["interrupted", "interrupted", "completed"]
     assert first["reason"] == "interrupted by SIGUSR2", first
+    assert first["start_epoch"] == 0 < second["start_epoch"] < third["start_epoch"] == lost_at, (
+        first,
+        second,
+        third,
+    )
+    assert epochs_in(run / "history.csv") == list(range(6))
+    final = read(run / "final_results.json")
+    assert (final["status"], final["epochs_completed"]) == ("completed", 6)
+    assert [a["slurm"]["restart_count"] for a in (first, second, third)] == [0, 1, 0]  # a new job
     info = read(run / "info.json")
     assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
     hosts = hostnames(info["slurm"]["nodelist"])
     assert len(set(hosts)) == 2 and set(hosts) <= set(two_nodes), hosts  # the run folder names both hosts
-    assert first["host"] == second["host"] == hosts[0]  # task 0, the chief, on the first node
+    assert first["host"] == second["host"] == third["host"] == hosts[0] == extra  # task 0, the chief
 
-    # Each host's worker ran both attempts and resumed at the epoch the chief committed.
+    # Each host's worker resumed at the epoch the chief committed, each time (the logs of both jobs).
     logs = {}
     for task in (0, 1):
-        [log] = job_logs(out, task)
-        logs[task] = log.read_text()
+        paths = sorted(job_logs(out, task), key=lambda p: p.stat().st_mtime)
+        logs[task] = "".join(p.read_text() for p in paths)
     resumed = {t: re.findall(r"resuming \S+ at epoch (\d+)", text) for t, text in logs.items()}
-    assert resumed[0] == resumed[1] == [str(second["start_epoch"] + 1)], resumed
+    starts = [str(second["start_epoch"] + 1), str(third["start_epoch"] + 1)]
+    assert resumed[0] == resumed[1] == starts, (resumed, starts)
     workers_hosts = {
         t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
         for t, text in logs.items()
@@ -178,11 +264,8 @@ def test_a_lost_node_s_job_is_requeued_on_the_other_node_and_resumes_at_its_comm
 
     # Slurm marked the node down and requeued the job, which resumed on node 1 at the lost node's commit.
     lost, resumed = assert_resumed_attempts(run, interruptions=1, epochs=3)
-    assert (lost["host"], lost["outcome"], lost["reason"]) == (
-        extra,
-        "interrupted",
-        "ended without a record (killed)",
-    )
+    assert (lost["host"], lost["outcome"]) == (extra, "interrupted"), lost
+    assert lost["reason"].startswith(f"lost node {extra} (Slurm: "), lost  # names the lost host
     assert resumed["host"] == first and resumed["start_epoch"] == lost_at >= 1, (lost_at, resumed)
     assert read(run / "info.json")["slurm"]["nodelist"] == first
 
@@ -217,7 +300,7 @@ def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_spl
     assert "docs/search.md says why" in done.stderr and not (tmp_path / "search").exists()
 
 
-def test_a_search_whose_two_workers_run_on_different_hosts_trains_every_trial(
+def test_a_search_worker_on_a_lost_host_has_its_trial_taken_over_by_the_other_host_after_dead_after_s(
     slurm,  # noqa: F811
     two_nodes,
     cache,  # noqa: F811
@@ -226,12 +309,121 @@ def test_a_search_whose_two_workers_run_on_different_hosts_trains_every_trial(
     [extra, *_] = [n for n in two_nodes if n.startswith("bionn-node")]
     [first] = [n for n in two_nodes if n == socket.gethostname()]
     out = tmp_path / "search"
-    with node_held(first, cpus=1):  # one CPU left on node 1: one worker there, the other on the extra node
-        done = search(*slurm, sweep=out, cache=cache)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    workers = [read(out / "workers" / str(i) / "worker.json") for i in (0, 1)]
-    assert sorted(w["host"] for w in workers) == sorted([first, extra]), workers
-    assert sorted(states(out)) == [0, 1, 2, 3]
-    assert set(states(out).values()) <= {"COMPLETE", "PRUNED"}
-    assert sorted(n for w in workers for n in w["trials"]) == [0, 1, 2, 3]
+    log = tmp_path / "launcher.log"
+    dead_after_s = 10
+    args = [
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.name=none",
+        "hydra.sweeper.heartbeat_s=1",
+        f"hydra.sweeper.dead_after_s={dead_after_s}",
+        *[o for o in LONG if o != "debug=quick"],
+        "training.epochs=3",  # of 8,400 samples: a trial is lost mid-training, with epochs still to train
+    ]
+    cmd = sweep_command(*slurm, *SMOKE, *args, sweep=out, cache=cache)
+    folder = SearchFolder(out)
+
+    def on_extra() -> tuple[int, int] | None:
+        """(worker, trial) of the worker on the extra host once its trial trains."""
+        for index in (0, 1):
+            record = folder.worker_record(index) or {}
+            trial = record.get("trial")
+            if record.get("host") == extra and trial is not None:
+                return (index, trial) if training_in_attempt(out / "trials" / str(trial), 1) else None
+        return None
+
+    launcher = None
+    try:
+        # One CPU of node 1 held: one worker there, the other on the extra host. Held until the takeover,
+        # so that the lost worker's requeued job cannot start again on node 1 and take its trial back.
+        with node_held(first, cpus=1):
+            with open(log, "w") as handle:
+                launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True)
+            wait_for(launcher, lambda: on_extra() is not None, "trial training on the extra host", log)
+            lost_worker, number = on_extra()
+            node_script("lose", extra)
+            gone = folder.worker_record(lost_worker)  # its last heartbeat: nothing on that host writes now
+            run = out / "trials" / str(number)
+            lost_at = RunFolder(run).committed_epoch()
+            wait_for(launcher, lambda: len(RunFolder(run).attempts()) == 2, "takeover of the lost trial", log)
+        launcher.wait(timeout=900)
+    finally:
+        if launcher is not None and launcher.poll() is None:
+            launcher.kill()
+        node_script("restore", extra)
+    assert launcher.returncode == 0, log.read_text()[-3000:]
+
+    # Both trials trained to the end, each accounted for in its run folder.
+    assert states(out) == {0: "COMPLETE", 1: "COMPLETE"}
     assert_trials_match_their_run_folders(out)
+    # The lost trial was resumed at its committed epoch by the worker on the other host, in its folder...
+    other = 1 - lost_worker
+    lost, taken = RunFolder(run).attempts()
+    assert (lost["host"], lost["outcome"]) == (extra, "interrupted"), lost
+    # named when Slurm has noticed by then (not responding, down: within SlurmdTimeout = 15 s of the loss)
+    assert lost["reason"].startswith(f"lost node {extra} (Slurm: ") or lost["reason"] == (
+        "ended without a record (killed)"
+    ), lost
+    assert (taken["host"], taken["outcome"], taken["start_epoch"]) == (first, "completed", lost_at), taken
+    assert lost_at >= 1 and gone["host"] == extra
+    trials = {t.number: t for t in folder.trials()}
+    assert trials[number].user_attrs["worker"] == other
+    assert number in read(out / "workers" / str(other) / "worker.json")["trials"]
+    # ...only once the lost worker's heartbeat was dead_after_s old (attempt times are whole seconds):
+    # never while it could have been alive, so no two processes trained that folder at once.
+    taken_at = datetime.datetime.fromisoformat(taken["started"]).timestamp()
+    assert taken_at >= gone["heartbeat_unix"] + dead_after_s - 1, (taken["started"], gone)
+
+
+def test_the_cluster_scripts_clean_up_after_a_killed_run_and_start_both_hosts_again(two_nodes):
+    """scripts/local_slurm/stop.sh after a test run that was killed: a job still running on the extra host
+    and a stray process of the run left in its namespace. Every namespace, link, hosts line and daemon is
+    gone afterwards, and nothing of the run is left; start.sh then brings the same hosts back."""
+    conf = Path("/etc/slurm/slurm.conf")
+    if os.geteuid() != 0 or "generated by bionn scripts/local_slurm/start.sh" not in conf.read_text():
+        pytest.skip("this cluster was not started by scripts/local_slurm/start.sh: not stopping it")
+    others = subprocess.run(["squeue", "-h", "-o", "%i %u %j"], capture_output=True, text=True).stdout.strip()
+    if others:  # never stop a cluster under someone else's jobs
+        pytest.skip(f"the cluster runs other jobs ({' | '.join(others.splitlines())}): not stopping it")
+    [extra, *_] = [n for n in two_nodes if n.startswith("bionn-node")]
+    scripts = ROOT / "scripts" / "local_slurm"
+    job = subprocess.run(
+        ["sbatch", "--parsable", "-w", extra, "-o", "/dev/null", "--wrap", "sleep 3600"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stray = None
+    started = None
+    try:
+        deadline = time.time() + 300
+        while job_state(job) != "RUNNING":
+            assert time.time() < deadline, f"the job {job} on {extra} did not start"
+            time.sleep(0.2)
+        stray = subprocess.Popen(["ip", "netns", "exec", extra, "sleep", "3600"])
+        stopped = subprocess.run(
+            ["bash", str(scripts / "stop.sh")], capture_output=True, text=True, timeout=300
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert stray.wait(timeout=30) == -9  # killed with its namespace
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        assert "bionn-node" not in netns and "bionn-" not in links, (netns, links)
+        assert not list(Path("/etc/netns").glob("bionn-node*"))
+        assert "# bionn local_slurm node" not in Path("/etc/hosts").read_text()
+        for daemon in ("slurmctld", "slurmd", "slurmstepd", "slurmdbd"):
+            deadline = time.time() + 30  # slurmctld's helper (slurmscriptd, named slurmctld) ends after it
+            while left := subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True).stdout:
+                assert time.time() < deadline, f"{daemon} still runs 30 s after stop.sh: {left.split()}"
+                time.sleep(0.2)
+    finally:
+        if stray is not None and stray.poll() is None:
+            stray.kill()
+        env = {**os.environ, "SLURM_LOCAL_NODES": str(len(two_nodes))}
+        started = subprocess.run(
+            ["bash", str(scripts / "start.sh")], capture_output=True, text=True, timeout=600, env=env
+        )
+    assert started.returncode == 0, started.stdout + started.stderr
+    ran = subprocess.run(
+        ["srun", "-N", str(len(two_nodes)), "hostname"], capture_output=True, text=True, timeout=120
+    )
+    assert sorted(ran.stdout.split()) == two_nodes, ran.stdout + ran.stderr

@@ -86,6 +86,38 @@ def test_attempts_record_each_start_signals_at_once_and_close_one_that_was_kille
     assert third.status() == Status.COMPLETED
 
 
+def test_a_requeued_jobs_open_attempt_is_closed_naming_its_lost_node_and_no_other_is(tmp_path, monkeypatch):
+    """RunFolder.end_requeued_attempt, which the waiting Slurm launcher calls once squeue shows the job
+    pending again. sinfo's answer is given (a stand-in: a node Slurm reports down exists only on the
+    two-node cluster, where tests/test_multinode.py loses one for real)."""
+    down: dict[str, str] = {}
+    monkeypatch.setattr("bionn.slurm.lost_nodes", lambda nodes: {n: down[n] for n in down if n in nodes})
+    slurm = {"job_id": "12", "array_job_id": "11", "array_task_id": 0, "nodelist": "bionn-node2,vm"}
+    RunFolder(tmp_path).begin_attempt(slurm, start_epoch=0)
+    before = (tmp_path / ATTEMPTS).read_bytes()
+    for other_job in ("12", "11_1", "13_0"):  # not this attempt's job (array task 11_0): untouched
+        assert RunFolder(tmp_path).end_requeued_attempt(other_job, 1) is None
+    assert RunFolder(tmp_path).end_requeued_attempt("11_0", 2) is None  # not the attempt that was seen
+    assert (tmp_path / ATTEMPTS).read_bytes() == before
+
+    down["bionn-node2"] = "down*"
+    closed = RunFolder(tmp_path).end_requeued_attempt("11_0", 1)
+    reason = "lost node bionn-node2 (Slurm: down*); the attempt ended with it, without a record"
+    assert (closed["outcome"], closed["reason"], closed["ended"]) == ("interrupted", reason, None)
+    assert RunFolder(tmp_path).status() == Status.INTERRUPTED
+    assert RunFolder(tmp_path).end_requeued_attempt("11_0", 1) is None  # closed already: nothing to do
+    # The job's next start (the node back) keeps that record; one killed on a node that answers is a kill.
+    again = RunFolder(tmp_path)
+    again.begin_attempt(slurm)
+    down.clear()
+    RunFolder(tmp_path).begin_attempt(slurm)
+    assert [a.get("reason") for a in RunFolder(tmp_path).attempts()] == [
+        reason,
+        "ended without a record (killed)",
+        None,
+    ]
+
+
 def test_an_attempt_without_a_record_whose_process_is_gone_is_interrupted_not_running(tmp_path):
     folder = RunFolder(tmp_path)
     folder.begin_attempt(None)

@@ -238,3 +238,12 @@ def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp
     worker_record(4, here, os.getpid(), 0)
     assert folder.claim(5, s, s.n_trials) is None
     assert [t.number for t in folder.trials()] == [0, 1, 2]
+    assert folder.running_trials() == [0, 1, 2]
+
+    # A record written by an earlier start of the asking Slurm job (requeued after its node was lost) is
+    # dead however young its heartbeat: Slurm runs a job once at a time.
+    path = tmp_path / "workers" / "1" / "worker.json"
+    record = {"worker": 1, "host": "elsewhere", "pid": 1, "heartbeat_unix": time.time()}
+    path.write_text(json.dumps({**record, "slurm": {"job_id": "9", "array_job_id": "8", "array_task_id": 1}}))
+    assert folder.worker_alive(1, s.dead_after_s) and folder.worker_alive(1, s.dead_after_s, slurm_job="8_0")
+    assert not folder.worker_alive(1, s.dead_after_s, slurm_job="8_1")

@@ -302,6 +302,18 @@ def test_watch_shows_trials_and_workers_until_the_study_has_its_trials(study):
     assert code == 1 and "no worker is left to go on" in shown
 
 
+def test_watch_takes_a_silent_worker_elsewhere_for_dead_after_the_searchs_own_dead_after_s(tmp_path):
+    """search.json records dead_after_s; --watch uses it, not the default of 300 s."""
+    import dataclasses
+    import time
+
+    folder = begin(tmp_path, dataclasses.replace(make_spec(), dead_after_s=10.0))
+    record = {"worker": 0, "host": "elsewhere", "pid": 1, "trial": 0, "heartbeat_unix": time.time() - 60}
+    (folder / "workers" / "0").mkdir(parents=True)
+    (folder / "workers" / "0" / "worker.json").write_text(json.dumps(record))
+    assert [(w.state, w.trial) for w in worker_states(folder.path, 1, None)] == [("dead", 0)]
+
+
 def test_watch_ends_when_the_study_has_its_trials(tmp_path):
     spec = make_spec(n_trials=2)
     folder = begin(tmp_path, spec)

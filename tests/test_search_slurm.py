@@ -23,7 +23,6 @@ from test_slurm import (  # noqa: F401  (fixtures)
     LONG,
     PREEMPT,
     assert_resumed_attempts,
-    cache,
     epochs_in,
     read,
     slurm,

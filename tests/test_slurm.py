@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, training_in_attempt
+from conftest import LONG, ROOT, training_in_attempt
 
 from bionn.run_folder import RunFolder
 
@@ -73,11 +73,6 @@ def slurm() -> list[str]:
         "hydra.launcher.cpus_per_task=1",
         *([] if "gpu" in gres else ["hydra.launcher.gpus_per_node=0"]),
     ]
-
-
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("stats")
 
 
 def sweep_command(*overrides: str, sweep: Path, cache: Path) -> list[str]:
@@ -144,10 +139,6 @@ REQUEUE = [
     "requeue",
 ]  # SIGTERM (submitit ignores it), SIGKILL KillWait seconds later, start again
 PREEMPT = ["scancel", "--signal=USR2"]  # what a timeout or preemption sends: submitit requeues the job
-# Epochs of several seconds by data size (not by timing): after an attempt's first commit, five epochs
-# of 8,400 samples remain, several times Slurm's KillWait (5 s) even on a fast idle CPU, so a requeue's
-# SIGKILL lands while the job trains.
-LONG = ["debug=quick", "dataset.shape.n_samples=12000", "training.epochs=6", "training.save_interval=0"]
 
 
 def assert_resumed_attempts(run: Path, interruptions: int, epochs: int) -> list[dict]:
@@ -198,19 +189,6 @@ def test_requeued_and_preempted_job_resumes_in_its_run_folder_and_never_says_fai
     for key in ("loss", "val_loss"):
         assert sorted(m.step for m in client.get_metric_history(tracked.info.run_id, key)) == list(range(6))
     assert (tracked.data.tags["slurm.restart_count"], tracked.data.tags["bionn_attempts"]) == ("2", "3")
-
-
-@pytest.fixture(scope="session")
-def one_process_two_replicas(cache, tmp_path_factory) -> Path:
-    """The run folder of `model=P` + LONG trained in one process with 2 replicas: what every multi-worker
-    training of that config must equal (here and in tests/test_multinode.py; trained once per session)."""
-    single = tmp_path_factory.mktemp("one_process") / "run"
-    cmd = [sys.executable, "train.py", "model=P", *LONG, "runtime.cpu_replicas=2", f"hydra.run.dir={single}"]
-    alone = subprocess.run(
-        [*cmd, f"runtime.stats_cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    return single
 
 
 def assert_weights_equal(run: Path, reference: Path) -> None:

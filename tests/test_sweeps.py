@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_slurm import QUICK, cache, read, slurm, sweep_command  # noqa: F401  (fixtures)
+from test_slurm import QUICK, read, slurm, sweep_command  # noqa: F401  (fixtures)
 
 from bionn.report.cli import main as report_main
 from bionn.report.read import watch_states

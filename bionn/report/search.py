@@ -497,6 +497,10 @@ def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> l
         ids = SweepFolder(root).slurm_ids() if SweepFolder(root).exists() else {}
     except SweepFolderError:
         ids = {}
+    try:  # the search's own dead_after_s (search.json of a search begun before it was recorded: the default)
+        dead_after_s = float((folder.record() or {}).get("dead_after_s", SearchConf.dead_after_s))
+    except (SearchError, TypeError, ValueError):
+        dead_after_s = SearchConf.dead_after_s
     queue = queue if launched_on_cluster(root) else None
     # a re-launch may have asked for fewer workers than an earlier one left in workers/
     found = [int(p.name) + 1 for p in (folder / WORKERS).glob("*") if p.name.isdigit()]
@@ -517,7 +521,7 @@ def worker_states(root: Path, n_workers: int, queue: dict[str, str] | None) -> l
         elif record.get("stopped"):
             state.state = "stopped"
             state.detail = f"stopped {record['stopped']}; trained trial(s) {_numbers(record.get('trials'))}"
-        elif folder.worker_alive(index, SearchConf.dead_after_s):
+        elif folder.worker_alive(index, dead_after_s):
             state.state, state.active, state.trial = "alive", True, record.get("trial")
             state.detail = f"host {record.get('host')}, heartbeat {record.get('heartbeat')}"
         elif queued in QUEUED:

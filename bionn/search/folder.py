@@ -13,7 +13,8 @@ preempted or killed and is back: the trial resumes in its run folder), a running
 trial whose worker is dead (pid gone from this host, or no heartbeat for
 dead_after_s), a waiting (enqueued) trial, or a new trial while fewer than n_trials
 trials are running or ended. Journal storage has no heartbeat of its own (Optuna's
-RDB storage has), so worker.json is this folder's.
+RDB storage has), so worker.json is this folder's. A worker record left by an earlier
+start of the asking worker's own Slurm job (requeued) is dead, whatever its heartbeat.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from bionn.io import atomic_write_json
 from bionn.run_folder import RunFolder, RunFolderError, ledger_excluded, now, process_alive, read_json
 from bionn.search.space import SearchError, SearchSpec, make_pruner, make_sampler
+from bionn.slurm import attempt_job_id
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ class SearchFolder:
                 "spec": spec.record(),
                 "n_trials": spec.n_trials,
                 "n_workers": spec.n_workers,
+                "dead_after_s": spec.dead_after_s,  # for bionn-report --watch (not part of the study)
                 "source": spec.source,
             },
         )
@@ -220,11 +223,17 @@ class SearchFolder:
             return None  # torn by a kill: as good as absent (the worker is not alive to finish it)
         return record if isinstance(record, dict) else None
 
-    def worker_alive(self, index: int, dead_after_s: float, me: int | None = None) -> bool:
+    def worker_alive(
+        self, index: int, dead_after_s: float, me: int | None = None, slurm_job: str | None = None
+    ) -> bool:
         """True if worker `index` is running: its process is on this host, or (elsewhere) its heartbeat
-        is younger than dead_after_s."""
+        is younger than dead_after_s. slurm_job: the asking process's Slurm job (bionn.slurm.attempt_job_id);
+        a record written by an earlier start of that same job (requeued after a lost node) is dead, since
+        Slurm runs a job once at a time, however young its heartbeat."""
         record = self.worker_record(index)
         if record is None or record.get("stopped"):
+            return False
+        if slurm_job is not None and attempt_job_id(record.get("slurm")) == slurm_job:
             return False
         if index == me and record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
             return True
@@ -308,6 +317,12 @@ class SearchFolder:
 
     def _trial_dir(self, trial: Any) -> Path:
         return self / str(trial.user_attrs.get(RUN_DIR) or Path(TRIALS) / str(trial.number))
+
+    def running_trials(self) -> list[int]:
+        """The numbers of the study's running trials."""
+        from optuna.trial import TrialState
+
+        return [t.number for t in self.trials() if t.state == TrialState.RUNNING]
 
     def finished(self, n_trials: int) -> bool:
         """True once n_trials trials have ended (complete, pruned or failed) and none runs."""

@@ -7,13 +7,17 @@ overrides plus the trial's parameters), trains it in trials/<n>/ with bionn.trai
 while a pruning callback reports every epoch's objective to the study, and tells the
 study how it ended. A signal (preemption, requeue, Ctrl-C) ends the worker with the
 trial still running in the study: the worker's next start, or another worker once
-this one is gone, resumes it in its run folder at its next epoch.
+this one is gone, resumes it in its run folder at its next epoch. A worker with no
+trial left to start stays while other workers' trials run, so that a trial whose
+worker dies (a lost node: no heartbeat for dead_after_s) is taken over even at the
+end of a search; it ends when no trial runs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ from bionn.search.space import SearchError, SearchSpec
 
 log = logging.getLogger(__name__)
 SWEEPER_TARGET = "hydra_plugins.bionn_search.sweeper.SearchSweeper"
+# How often a worker with no trial left to start looks again while other workers' trials run.
+WAIT_POLL_S = 2.0
 
 
 def is_search_worker() -> bool:
@@ -58,7 +64,7 @@ def work(cfg: Any) -> float:
     from omegaconf import OmegaConf
 
     from bionn.console import quiet_tensorflow, setup_logging
-    from bionn.slurm import slurm_info
+    from bionn.slurm import attempt_job_id, slurm_info
 
     quiet_tensorflow()
     setup_logging()
@@ -72,18 +78,32 @@ def work(cfg: Any) -> float:
     spec = SearchSpec.from_config(
         node, record.get("source", "the search"), frozenset(hydra_cfg.runtime.choices)
     )
-    if folder.worker_alive(index, spec.dead_after_s):
+    slurm = slurm_info()
+    if folder.worker_alive(index, spec.dead_after_s, slurm_job=attempt_job_id(slurm)):
         log.warning(
             "worker %d of %s is already running elsewhere; this job leaves the work to it", index, folder.path
         )
         return math.nan
     n_trials = int(record.get("n_trials", spec.n_trials))
-    with folder.heartbeat(index, spec, slurm_info()) as beat:
+    with folder.heartbeat(index, spec, slurm) as beat:
         done: list[int] = []
+        waiting = False
         while True:
             claimed = folder.claim(index, spec, n_trials)
             if claimed is None:
-                break
+                running = folder.running_trials()
+                if not running:
+                    break
+                if not waiting:  # stay: should the worker of one of them die, this one takes it over
+                    log.info(
+                        "worker %d: no trial left to start; waiting while trial(s) %s run",
+                        index,
+                        ", ".join(str(n) for n in running),
+                    )
+                    waiting = True
+                time.sleep(min(spec.heartbeat_s, WAIT_POLL_S))
+                continue
+            waiting = False
             beat.update(trial=claimed.number)
             log.info(
                 "worker %d: trial %d%s: %s",

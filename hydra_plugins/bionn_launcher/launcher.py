@@ -12,8 +12,10 @@ They are hydra-submitit-launcher's, with a sweep's life added (docs/sweeps.md):
 - **Wait, or not.** With `wait: true` the launcher waits for every job, even after one failed:
   a job that failed in training records it and returns, and the sweep report names it; a job
   that raised anyway, or died without a result (killed, out of memory, node failure), is named
-  here. With `wait: false` it returns once the jobs are submitted; the last job to end writes
-  the sweep report.
+  here. A Slurm job requeued after its node was lost has an attempt that no process can close: the
+  waiting launcher closes it as interrupted, naming the node (SlurmLauncher._wait). With
+  `wait: false` it returns once the jobs are submitted; the last job to end writes the sweep
+  report.
 - **Arrays.** Jobs whose own config asks for equal resources (its `hydra.launcher` keys) share
   a Slurm array; an array holds at most the cluster's MaxArraySize jobs, and
   `array_parallelism` bounds the jobs running at once across all arrays of the launch.
@@ -28,6 +30,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,13 +53,15 @@ from bionn.run_folder import (
     Status,
     process_alive,
 )
-from bionn.slurm import QUEUED, RUNNING, attempt_job_id, check_batch_split, queue_states
+from bionn.slurm import QUEUED, RUNNING, attempt_job_id, check_batch_split, job_state, queue_states
 from bionn.sweep_folder import SWEEP, Job, SweepFolder, SweepFolderError, SweepRefused
 from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (registers the launcher schemas)
 
 log = logging.getLogger(__name__)
 
 # Keys of the whole sweep, not of one job's resources.
+# How often a waiting Slurm launcher looks for a job requeued after its attempt began (SlurmLauncher._wait).
+REQUEUE_POLL_S = 5.0
 SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait", "max_array_size", "per_job")
 
 
@@ -391,6 +396,7 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
 
     def _result(self, job: Job, submitit_job: Any, folder: SweepFolder) -> JobReturn:
         try:
+            self._wait(job, submitit_job, folder)
             return submitit_job.results()[0]
         except Exception:  # killed, out of memory, node failure, ...: the job left no result
             ret = JobReturn(overrides=list(job.overrides), status=JobStatus.FAILED)
@@ -399,6 +405,9 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                 f"see {submitit_job.paths.stderr}"
             )
             return ret
+
+    def _wait(self, job: Job, submitit_job: Any, folder: SweepFolder) -> None:
+        """Wait until the job has ended (results() then returns at once)."""
 
 
 def live_jobs(folder: SweepFolder, jobs: list[Job]) -> dict[int, str]:
@@ -560,6 +569,40 @@ def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: Job
 
 class SlurmLauncher(_SweepLauncher):
     _EXECUTOR = "slurm"
+
+    def _wait(self, job: Job, submitit_job: Any, folder: SweepFolder) -> None:
+        """Wait until the job has ended. Meanwhile, when Slurm has requeued it after its attempt began
+        without that attempt recording its end (its node was lost: the job then waits for nodes, maybe
+        long), close that attempt in its run folder as interrupted, naming the lost node: the folder must
+        not say running while no process of the job runs. Only once squeue says PENDING (not COMPLETING):
+        the job's processes are gone, and its next start is seconds away at the least."""
+        run, job_id = folder.run_folder(job), str(submitit_job.job_id)
+        looked = time.monotonic()
+        while not submitit_job.done():
+            time.sleep(1)  # as submitit's own wait
+            if time.monotonic() - looked < REQUEUE_POLL_S:
+                continue
+            looked = time.monotonic()
+            try:
+                attempts = run.attempts()
+            except (RunFolderError, OSError):  # a file being replaced: ask again at the next look
+                continue
+            last = attempts[-1] if attempts else {}
+            if last.get("outcome") is not None or attempt_job_id(last.get("slurm")) != job_id:
+                continue
+            if job_state(job_id) != "PENDING":
+                continue
+            closed = run.end_requeued_attempt(job_id, last["number"])
+            if closed is not None:
+                log.warning(
+                    "job #%d (%s): Slurm requeued it; its attempt %d ended: %s. It resumes in %s when "
+                    "Slurm runs it again",
+                    job.num,
+                    job_id,
+                    closed["number"],
+                    closed["reason"],
+                    run.path,
+                )
 
     def _cluster_max_array_size(self) -> int | None:
         """The cluster's MaxArraySize (array indices run 0 to MaxArraySize - 1); None if it does not say."""
