@@ -18,6 +18,7 @@ def test_tree_has_one_branch_per_group_with_its_resolved_yaml(compose):
         "dataset",
         "training",
         "runtime",
+        "logger",
     ]
     text = out.getvalue()
     assert "name: P" in text and "n_samples: 640" in text and "stats_cache_dir: null" in text
