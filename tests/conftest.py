@@ -113,6 +113,19 @@ def small_dataset() -> KineticsDataset:
     )
 
 
+def interrupt_at(epoch: int):
+    """A Keras callback standing in for a kill or Ctrl-C: KeyboardInterrupt as `epoch` begins, after the last
+    commit (keras imported only here). Real signals and kills are in test_train.py and test_slurm.py."""
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, begun, logs=None):
+            if begun == epoch:
+                raise KeyboardInterrupt(f"interrupted at epoch {begun}")
+
+    return Interrupt()
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 at a free port, over a SQLite file in `folder`; stop() and
     start() again keep its store and port (a server that goes down and comes back)."""

@@ -9,24 +9,13 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import interrupt_at
 
 from bionn.nn import callbacks
 from bionn.nn.callbacks import RunBackup
 from bionn.run_folder import BACKUP, RunFolder
 
 EPOCHS = 6
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Stands in for a kill: stops the process's fit as epoch `at` begins (after the last commit)."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt(f"interrupted at epoch {epoch}")
 
 
 def data():
@@ -75,7 +64,7 @@ def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
 
     interrupted = model()
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, RunBackup(RunFolder(tmp_path / "resumed"), early()), Interrupt(at=2))
+        fit(interrupted, RunBackup(RunFolder(tmp_path / "resumed"), early()), interrupt_at(2))
     state = json.loads((tmp_path / "resumed" / BACKUP / "state.json").read_text())
     assert state["epoch"] == 2 and state["early_stopping"]["wait"] == 1
 

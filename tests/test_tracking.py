@@ -11,6 +11,7 @@ import logging
 
 import keras
 import pytest
+from conftest import interrupt_at
 
 from bionn.config.errors import ConfigError
 from bionn.run_folder import LEDGER, TRACKING, RunFolder, read_json, result_config
@@ -18,18 +19,6 @@ from bionn.tracking import FOLDER_TAG, SENTINEL, store_for
 from bionn.train import run
 
 pytestmark = pytest.mark.slow
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Stands in for Ctrl-C as epoch `at` begins (epoch at-1 is committed); real signals: test_train.py."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 class StopServer(keras.callbacks.Callback):
@@ -83,11 +72,11 @@ def test_attempts_continue_one_run_each_epoch_once_status_truthful_and_import_tw
     # Attempt 1 without a tracker commits epoch 0; attempt 2 (mlflow) logs it at its start, epoch 1 at its
     # commit, and is interrupted; attempt 3 continues the same MLflow run to the end.
     with pytest.raises(KeyboardInterrupt):
-        run(tiny(compose, tmp_path, "logger=none"), folder.path, callbacks=[Interrupt(1)])
+        run(tiny(compose, tmp_path, "logger=none"), folder.path, callbacks=[interrupt_at(1)])
     assert not (folder / TRACKING).exists() and not (folder / "tensorboard").exists()
     mlflow_cfg = tiny(compose, tmp_path, "logger=mlflow")
     with pytest.raises(KeyboardInterrupt):
-        run(mlflow_cfg, folder.path, callbacks=[Interrupt(2)])
+        run(mlflow_cfg, folder.path, callbacks=[interrupt_at(2)])
     record = read_json(folder / TRACKING)
     store = store_for(folder.path, None, None)
     assert record["tracking_uri"] == store.uri == f"sqlite:///{folder.path.resolve()}/.mlflow/mlflow.db"
