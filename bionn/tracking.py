@@ -124,19 +124,20 @@ def _client(uri: str, timeout_s: float) -> Any:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up lines in a job's log
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    # MlflowClient opens its store when it is made: a new SQLite store's tables are created and migrated
+    # then, so that happens under the store's lock (two jobs of a sweep starting together raced on it).
+    with _store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
 
 
 @contextlib.contextmanager
-def _store_lock(store: Store) -> Iterator[None]:
+def _store_lock(uri: str) -> Iterator[None]:
     """Jobs of one sweep start together: a new SQLite store is created (its tables, the experiment) by
-    one of them at a time."""
-    if not store.uri.startswith("sqlite:///"):
+    one of them at a time. Not re-entrant: never make a client (_client) while holding it."""
+    if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(store.uri.removeprefix("sqlite:///")).with_suffix(".lock")
+    path = Path(uri.removeprefix("sqlite:///")).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -166,8 +167,9 @@ def _experiment_id(client: Any, store: Store) -> str:
 def check_reachable(store: Store, timeout_s: float) -> None:
     """TrackerError naming the store unless it answers (logger.mlflow.required=true, before any work)."""
     try:
-        with _store_lock(store):
-            _experiment_id(_client(store.uri, timeout_s), store)
+        client = _client(store.uri, timeout_s)
+        with _store_lock(store.uri):
+            _experiment_id(client, store)
     except Exception as err:
         raise TrackerError(
             f"logger.mlflow.required=true, but the MLflow store {store.uri} did not answer within "
@@ -215,7 +217,7 @@ def open_run(client: Any, store: Store, folder: RunFolder, record_it: bool) -> s
         raise RunFolderError(f"{folder.path}: no ledger: its config is unknown, nothing to track")
     fingerprint = ledger["fingerprint"]
     record = read_json(folder / TRACKING) or {}
-    with _store_lock(store):
+    with _store_lock(store.uri):
         experiment_id = _experiment_id(client, store)
         run_id = None
         if record.get("tracking_uri") == store.uri and record.get("fingerprint") == fingerprint:

@@ -170,3 +170,21 @@ def test_a_required_store_that_does_not_answer_stops_the_run_before_any_work(tmp
         run(cfg, folder.path)
     assert not (folder / LEDGER).exists() and not (tmp_path / "cache").exists()  # no statistics computed
     assert folder.error()["type"] == "TrackerError" and not (folder / TRACKING).exists()
+
+
+def test_jobs_starting_together_on_a_new_sqlite_store_each_open_it(tmp_path):
+    """A sweep's jobs start together: MLflow creates and migrates a new SQLite store's tables when a client
+    is made, so bionn makes it under the store's lock. Without the lock this failed (alembic's temporary
+    tables, 'duplicate column name') in 3 of 9 processes, and in a real Slurm sweep."""
+    import subprocess
+    import sys
+
+    script = "import sys; from bionn.tracking import _client; _client(sys.argv[1], 30.0).search_experiments()"
+    for store in range(2):
+        uri = f"sqlite:///{tmp_path / str(store) / '.mlflow' / 'mlflow.db'}"
+        jobs = [
+            subprocess.Popen([sys.executable, "-c", script, uri], stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        errors = [job.communicate(timeout=300)[1] for job in jobs]
+        assert [job.returncode for job in jobs] == [0, 0, 0], "\n".join(e[-1500:] for e in errors)
