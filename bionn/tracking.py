@@ -39,6 +39,7 @@ from bionn.run_folder import (
     RunFolder,
     RunFolderError,
     Status,
+    find_runs,
     read_json,
     result_config,
 )
@@ -480,8 +481,6 @@ def import_folder(
     default store), from the folders' own records: (run folder, run id, epochs added) each. Importing
     again adds nothing: a folder's run is found by its tag, only the epochs it lacks are logged, the final
     metrics once. extra_tags: run folder path -> more tags (a search's trial states, its best trial)."""
-    from bionn.run_folder import find_runs
-
     done = []
     clients: dict[str, Any] = {}
     for folder in find_runs(Path(root)):
