@@ -23,8 +23,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/container/setup.sh
   export BIONN_REQUIRE_CONTAINER=1
 fi
-# -rs: the output names every skipped test and why (CI expects none).
-.venv/bin/python -m pytest -q -rs "$@"
+# -rs: the output names every skipped test and why (CI expects none); --durations: the slowest tests,
+# so that a run's log says where the suite's time went.
+.venv/bin/python -m pytest -q -rs --durations=25 "$@"
 # The fast tier once more in reverse order (tests/conftest.py: --reverse-order), so a test that passes only
 # after another one fails here. Only for the whole suite (no extra arguments); about as long as the fast tier.
 if [ $# = 0 ]; then

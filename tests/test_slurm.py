@@ -246,6 +246,42 @@ def test_slurm_sweep_with_a_job_cancelled_mid_training_names_it_and_fails(slurm,
     assert [r["status"] for r in csv.DictReader((out / "summary.csv").open())] == ["completed", "failed"]
 
 
+def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slurm, tmp_path, monkeypatch):
+    """When a node fails, sacct says NODE_FAIL for a moment before it shows the requeued job as PENDING
+    (docs/slurm.md, "A lost node"). submitit, asking in that moment, takes the job as ended for good, and the
+    waiting launcher would report a failure while the job runs on. The moment is too short to meet on
+    purpose, so a `sacct` on PATH plays that one answer (the only fake here); the job, squeue and the
+    rest of submitit are real."""
+    import submitit
+
+    from hydra_plugins.bionn_launcher.launcher import _slurm_job_ended
+
+    executor = submitit.SlurmExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(cpus_per_task=1, time=10)
+    job = executor.submit(subprocess.check_output, ["sh", "-c", "sleep 5; echo done"], text=True)
+    deadline = time.time() + 300
+    while (
+        subprocess.run(
+            ["squeue", "-h", "-j", job.job_id, "-o", "%T"], capture_output=True, text=True
+        ).stdout.strip()
+        != "RUNNING"
+    ):
+        assert time.time() < deadline, "the job did not start"
+        time.sleep(0.2)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sacct").write_text(f"#!/bin/sh\necho 'JobID|State|NodeList'\necho '{job.job_id}|NODE_FAIL|n'\n")
+    (shim / "sacct").chmod(0o755)
+    with monkeypatch.context() as m:
+        m.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+        assert job.done(force_check=True) and job.state == "NODE_FAIL"  # submitit alone stops waiting here
+        assert not _slurm_job_ended(job)  # squeue still runs it
+    while not _slurm_job_ended(job):
+        assert time.time() < deadline, "the job did not end"
+        time.sleep(1)
+    assert job.result() == "done\n"  # the job's own end, its result
+
+
 def test_local_launcher_sweep_runs_every_configuration_as_its_own_process(cache, tmp_path):
     out = tmp_path / "sweep"
     done = sweep("hydra/launcher=local", "model=P,E", *QUICK, sweep=out, cache=cache)

@@ -59,9 +59,9 @@ from hydra_plugins.bionn_launcher import config as _schemas  # noqa: F401  (regi
 
 log = logging.getLogger(__name__)
 
-# Keys of the whole sweep, not of one job's resources.
 # How often a waiting Slurm launcher looks for a job requeued after its attempt began (SlurmLauncher._wait).
 REQUEUE_POLL_S = 5.0
+# Keys of the whole sweep, not of one job's resources.
 SWEEP_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "wait", "max_array_size", "per_job")
 
 
@@ -567,6 +567,21 @@ def _describe_failure(job: Job, folder: SweepFolder, submitit_job: Any, ret: Job
     return f"#{job.num} ({' '.join(job.overrides)})", f"{where}: {why}"
 
 
+def _slurm_job_ended(submitit_job: Any) -> bool:
+    """submitit's done(), unless Slurm holds the job queued or running again. When a node fails, sacct
+    says NODE_FAIL for a moment before it shows the requeued job as PENDING; submitit, asking then, would
+    take NODE_FAIL as the job's end and keep it for good. So an end without a result is checked with
+    squeue, and while squeue still holds the job, submitit's cache is cleared and the wait goes on."""
+    if not submitit_job.done():
+        return False
+    if submitit_job.paths.result_pickle.exists():
+        return True
+    if job_state(str(submitit_job.job_id)) not in QUEUED | RUNNING:
+        return True
+    submitit_job.watcher.clear()  # (all jobs' cached states: each is asked for again at the next look)
+    return False
+
+
 class SlurmLauncher(_SweepLauncher):
     _EXECUTOR = "slurm"
 
@@ -578,7 +593,7 @@ class SlurmLauncher(_SweepLauncher):
         the job's processes are gone, and its next start is seconds away at the least."""
         run, job_id = folder.run_folder(job), str(submitit_job.job_id)
         looked = time.monotonic()
-        while not submitit_job.done():
+        while not _slurm_job_ended(submitit_job):
             time.sleep(1)  # as submitit's own wait
             if time.monotonic() - looked < REQUEUE_POLL_S:
                 continue
