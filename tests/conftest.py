@@ -16,9 +16,9 @@ from bionn.run_folder import RunFolder, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Epochs of several seconds by data size (not by timing): after an attempt's first commit, five epochs
-# of 8,400 samples remain, several times Slurm's KillWait (5 s) even on a fast idle CPU, so a requeue's
-# SIGKILL lands while the job trains.
-LONG = ["debug=quick", "dataset.shape.n_samples=12000", "training.epochs=6", "training.save_interval=0"]
+# of 4,200 samples remain (about 9 s each in one process on the AMD EPYC, 2 cores), several times
+# Slurm's KillWait (5 s) even on a fast idle CPU, so a requeue's SIGKILL lands while the job trains.
+LONG = ["debug=quick", "dataset.shape.n_samples=6000", "training.epochs=6", "training.save_interval=0"]
 
 
 def pytest_addoption(parser):

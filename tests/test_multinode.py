@@ -317,7 +317,7 @@ def test_a_search_worker_on_a_lost_host_has_its_trial_taken_over_by_the_other_ho
         "hydra.sweeper.heartbeat_s=1",
         f"hydra.sweeper.dead_after_s={dead_after_s}",
         *[o for o in LONG if o != "debug=quick"],
-        "training.epochs=3",  # of 8,400 samples: a trial is lost mid-training, with epochs still to train
+        "training.epochs=3",  # of 4,200 samples: a trial is lost mid-training, with epochs still to train
     ]
     cmd = sweep_command(*slurm, *SMOKE, *args, sweep=out, cache=cache)
     folder = SearchFolder(out)
