@@ -30,6 +30,10 @@ BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
 # `repeat: n` stands for n such blocks in a row, each with its own weights (a depth a search can vary).
 RESIDUAL = "Residual"
 RESIDUAL_ARGUMENTS = ("layers", "repeat", "name")
+# bionn.nn.blocks' time pooling over `bins` log-spaced bins (fast early kinetics keep their resolution).
+LOG_TIME_POOLING = "LogTimePooling"
+# Every layer bionn adds to keras.layers, with its arguments.
+BIONN_LAYERS = {RESIDUAL: RESIDUAL_ARGUMENTS, LOG_TIME_POOLING: ("bins", "name")}
 
 
 @functools.cache
@@ -74,12 +78,14 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
         spec = OmegaConf.to_container(spec, resolve=True)
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ConfigError(f"{where}: a layer is a mapping with a 'type' string, got {spec!r}")
-    known = {**keras_layers(), RESIDUAL: RESIDUAL_ARGUMENTS}
+    known = {**keras_layers(), **BIONN_LAYERS}
     type_name = spec["type"]
     if type_name not in known:
         close = difflib.get_close_matches(type_name, sorted(known), n=3)
         hint = (
-            f"; did you mean {', '.join(close)}?" if close else f" (any class in keras.layers, or {RESIDUAL})"
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else f" (any class in keras.layers, or {', '.join(BIONN_LAYERS)})"
         )
         raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
     for key in spec:
@@ -92,7 +98,18 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
         repeat = spec.get("repeat", 1)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise ConfigError(f"{where} ({RESIDUAL}): repeat = {repeat!r} must be a whole number >= 1")
+    if type_name == LOG_TIME_POOLING:
+        check_time_bins(spec.get("bins", 64), f"{where} ({LOG_TIME_POOLING})")
     return spec
+
+
+def check_time_bins(bins: Any, where: str) -> None:
+    """LogTimePooling's bins: a whole number >= 2 (at most the input's time points, known when built)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ConfigError(
+            f"{where}: bins = {bins!r} is invalid: the number of log-spaced time bins must be a whole "
+            "number from 2 to the input's time points (501 on the default grid), e.g. 64"
+        )
 
 
 def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
