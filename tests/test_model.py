@@ -131,7 +131,7 @@ def test_model_vars_size_a_family_and_a_repeated_residual_block_has_weights_of_i
         build_model(composed("model=TR", "model.vars.blocks=0").model, (501, 3, 1), 12)
 
 
-# ---- LogTimePooling ---------------- -------------------------------------------------------
+# ---- LogTimePooling and the TRX family -------------------------------------------------------
 
 
 @pytest.mark.parametrize("bins", [2, 3, 16, 32, 64, 128, 250, 500, 501])
@@ -192,3 +192,31 @@ def test_log_time_pooling_averages_each_bin_and_reloads(tmp_path):
 def test_bad_log_time_pooling_names_the_key_and_the_allowed_values(spec, message):
     with pytest.raises(ConfigError, match=message):
         build_model(model_cfg(spec, {"type": "Flatten"}, {"type": "Dense", "units": 12}), (501, 3, 1), 12)
+
+
+def test_trx_at_its_defaults_is_tr_and_its_vars_choose_the_representation():
+    """conf/model/TRX.yaml: the same weights and outputs as TR at its defaults (the Identity front adds
+    nothing), and model.vars pick the pooling and the front (what hparams_search=TRX varies)."""
+    import keras
+
+    x = np.random.default_rng(0).normal(size=(4, 501, 3, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    tr = build_model(composed("model=TR").model, (501, 3, 1), 12)
+    keras.utils.set_random_seed(1)
+    trx = build_model(composed("model=TRX").model, (501, 3, 1), 12)
+    assert len(tr.get_weights()) == len(trx.get_weights())
+    for a, b in zip(tr.get_weights(), trx.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(tr(x)), np.asarray(trx(x)))
+
+    def front(*overrides):
+        model = build_model(composed("model=TRX", "model.vars.width=16", *overrides).model, (501, 3, 1), 12)
+        return [type(layer).__name__ for layer in model.layers[:2]], model.layers[2].output.shape
+
+    assert front("model.vars.pool=8") == (["Identity", "AveragePooling2D"], (None, 62 * 3))
+    log_pooling = front("model.vars.pooling=log", "model.vars.bins=32")
+    assert log_pooling == (["Identity", "LogTimePooling"], (None, 32 * 3))
+    assert front("model.vars.front=conv") == (["Conv2D", "AveragePooling2D"], (None, 125 * 3 * 8))
+    missing = r"model\.vars\.fronts\.cnn, which does not exist \(allowed at model\.vars\.fronts: none, conv\)"
+    with pytest.raises(ConfigError, match=missing):
+        build_model(composed("model=TRX", "model.vars.front=cnn").model, (501, 3, 1), 12)

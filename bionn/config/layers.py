@@ -17,10 +17,12 @@ import ast
 import difflib
 import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from bionn.config.errors import ConfigError
 
@@ -115,13 +117,11 @@ def check_time_bins(bins: Any, where: str) -> None:
 def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
     """A non-empty list of layer specs, each checked (`where` names the file and key); a Residual
     block with `repeat: n` becomes n blocks (named <name>_1 ... <name>_n when it has a name)."""
-    if isinstance(layers, ListConfig):
-        layers = list(layers)
-    if not isinstance(layers, list) or not layers:
+    if not isinstance(layers, list | ListConfig) or not layers:
         raise ConfigError(f"{where} must be a non-empty list of layers ({{type: Dense, units: 12}}, ...)")
     checked = []
-    for i, spec in enumerate(layers):
-        spec = check_layer_spec(spec, f"{where}[{i}]")
+    for i in range(len(layers)):
+        spec = check_layer_spec(_resolved(layers, i, f"{where}[{i}]"), f"{where}[{i}]")
         repeat = spec.pop("repeat", 1) if spec["type"] == RESIDUAL else 1
         for n in range(1, repeat + 1):
             copy = dict(spec)
@@ -129,6 +129,24 @@ def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
                 copy["name"] = f"{copy['name']}_{n}"
             checked.append(copy)
     return checked
+
+
+def _resolved(layers: Any, i: int, where: str) -> Any:
+    """layers[i] with its ${...} references resolved; a reference to a missing key names the keys
+    that exist there (a model family picks a layer by name: ${model.vars.fronts.${model.vars.front}})."""
+    try:
+        return layers[i]
+    except InterpolationKeyError as err:
+        missing = re.search(r"'([^']+)'", str(err))
+        key = missing.group(1) if missing else "?"
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(layers._get_root(), parent, default=None) if parent else None
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}: refers to {key}, which does not exist") from None
+        allowed = ", ".join(map(str, node))
+        raise ConfigError(
+            f"{where}: refers to {key}, which does not exist (allowed at {parent}: {allowed})"
+        ) from None
 
 
 def layer_arguments(spec: dict[str, Any]) -> dict[str, Any]:
