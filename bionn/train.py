@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run
+from bionn.config.layers import check_layers
+from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run, describe_omegaconf_error
 from bionn.config.sources import config_file, source_of
 from bionn.config.tree import print_config_tree
 from bionn.console import quiet_tensorflow, setup_logging
@@ -93,7 +95,11 @@ def run(
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except OmegaConfBaseException as err:  # a ${...} reference to a key that does not exist
+        check_layers(cfg.model.layers, f"{source_of('model.layers')}: model.layers")  # names the allowed keys
+        raise ConfigError(f"the config cannot be resolved: {describe_omegaconf_error(err)}") from None
     claimed = claim(folder, config, cfg.runtime.on_config_change)
     if claimed.finished is not None:
         log.info(

@@ -129,3 +129,94 @@ def test_model_vars_size_a_family_and_a_repeated_residual_block_has_weights_of_i
     assert residual[0].inner[0].units == 16 and model.layers[2].units == 16
     with pytest.raises(ConfigError, match=r"repeat = 0 must be a whole number >= 1"):
         build_model(composed("model=TR", "model.vars.blocks=0").model, (501, 3, 1), 12)
+
+
+# ---- LogTimePooling and the TRX family -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bins", [2, 3, 16, 32, 64, 128, 250, 500, 501])
+def test_log_time_bins_cover_every_time_point_exactly_once_and_widen(bins):
+    from bionn.nn.blocks import log_time_edges
+
+    edges = log_time_edges(501, bins)
+    assert len(edges) == bins + 1 and edges[0] == 0 and edges[-1] == 501
+    points = np.concatenate([np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    np.testing.assert_array_equal(points, np.arange(501))  # each point in exactly one bin, none empty
+    widths = np.diff(edges)
+    assert widths.min() >= 1 and widths[-1] >= widths[0]
+    if bins in (16, 32, 64, 128):  # the searched sizes: widths never shrink, the first bins are single points
+        assert (np.diff(widths) >= 0).all() and widths[0] == 1 and widths[-1] > 8
+
+
+def test_log_time_pooling_averages_each_bin_and_reloads(tmp_path):
+    import keras
+
+    from bionn.nn.blocks import LogTimePooling, log_time_edges
+
+    layers = ({"type": "LogTimePooling", "bins": 64}, {"type": "Flatten"}, {"type": "Dense", "units": 12})
+    model = build_model(model_cfg(*layers), (501, 3, 1), 12)
+    pooling = model.layers[0]
+    assert isinstance(pooling, LogTimePooling) and pooling.get_config()["bins"] == 64
+    x = np.random.default_rng(0).normal(size=(5, 501, 3, 1)).astype("float32")
+    pooled = np.asarray(pooling(x))
+    edges = log_time_edges(501, 64)
+    bins = zip(edges[:-1], edges[1:], strict=True)
+    expected = np.stack([x[:, a:b].astype("float64").mean(axis=1) for a, b in bins], axis=1)
+    assert pooled.shape == (5, 64, 3, 1)
+    assert pooling.compute_output_shape((None, 501, 3, 1)) == (None, 64, 3, 1)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(again.layers[0], LogTimePooling) and again.layers[0].bins == 64
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        (
+            {"type": "LogTimePooling", "bins": 1},
+            r"model\.layers\[0\] \(LogTimePooling\): bins = 1 is invalid: .*whole number from 2 to the "
+            r"input's time points \(501",
+        ),
+        ({"type": "LogTimePooling", "bins": 2.5}, r"\(LogTimePooling\): bins = 2\.5 is invalid"),
+        ({"type": "LogTimePooling", "bins": "64"}, r"\(LogTimePooling\): bins = '64' is invalid"),
+        (
+            {"type": "LogTimePooling", "bins": 600},
+            r"layers do not fit together: LogTimePooling: bins = 600 does not fit an input of 501 time "
+            r"points \(allowed: 2 to 501\)",
+        ),
+        ({"type": "LogTimePooling", "bin": 64}, r"unknown argument 'bin'; valid: bins, name"),
+    ],
+)
+def test_bad_log_time_pooling_names_the_key_and_the_allowed_values(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(model_cfg(spec, {"type": "Flatten"}, {"type": "Dense", "units": 12}), (501, 3, 1), 12)
+
+
+def test_trx_at_its_defaults_is_tr_and_its_vars_choose_the_representation():
+    """conf/model/TRX.yaml: the same weights and outputs as TR at its defaults (the Identity front adds
+    nothing), and model.vars pick the pooling and the front (what hparams_search=TRX varies)."""
+    import keras
+
+    x = np.random.default_rng(0).normal(size=(4, 501, 3, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    tr = build_model(composed("model=TR").model, (501, 3, 1), 12)
+    keras.utils.set_random_seed(1)
+    trx = build_model(composed("model=TRX").model, (501, 3, 1), 12)
+    assert len(tr.get_weights()) == len(trx.get_weights())
+    for a, b in zip(tr.get_weights(), trx.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(tr(x)), np.asarray(trx(x)))
+
+    def front(*overrides):
+        model = build_model(composed("model=TRX", "model.vars.width=16", *overrides).model, (501, 3, 1), 12)
+        return [type(layer).__name__ for layer in model.layers[:2]], model.layers[2].output.shape
+
+    assert front("model.vars.pool=8") == (["Identity", "AveragePooling2D"], (None, 62 * 3))
+    log_pooling = front("model.vars.pooling=log", "model.vars.bins=32")
+    assert log_pooling == (["Identity", "LogTimePooling"], (None, 32 * 3))
+    assert front("model.vars.front=conv") == (["Conv2D", "AveragePooling2D"], (None, 125 * 3 * 8))
+    missing = r"model\.vars\.fronts\.cnn, which does not exist \(allowed at model\.vars\.fronts: none, conv\)"
+    with pytest.raises(ConfigError, match=missing):
+        build_model(composed("model=TRX", "model.vars.front=cnn").model, (501, 3, 1), 12)

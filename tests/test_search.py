@@ -247,3 +247,29 @@ def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp
     path.write_text(json.dumps({**record, "slurm": {"job_id": "9", "array_job_id": "8", "array_task_id": 1}}))
     assert folder.worker_alive(1, s.dead_after_s) and folder.worker_alive(1, s.dead_after_s, slurm_job="8_0")
     assert not folder.worker_alive(1, s.dead_after_s, slurm_job="8_1")
+
+
+SHIPPED_SEARCHES = sorted((ROOT / "conf" / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SEARCHES, ids=lambda p: p.stem)
+def test_every_shipped_search_passes_the_sweepers_checks(path, tmp_path):
+    """Each conf/hparams_search/ file, composed as `train.py -m hparams_search=<name>` composes it and
+    checked by the real sweeper (every searched key at both ends, every choice, every enqueued trial)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext
+
+    from bionn.config.schema import register_schemas
+    from hydra_plugins.bionn_search.sweeper import SearchSweeper
+
+    register_schemas()
+    overrides = [f"hparams_search={path.stem}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [*overrides, f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=None)
+        sweeper = SearchSweeper()
+        sweeper.setup(hydra_context=context, task_function=lambda _: None, config=cfg)
+        spec = sweeper.check(overrides)
+    assert spec.source.endswith(f"hparams_search/{path.name}") and spec.params
+    assert not list(tmp_path.iterdir())  # checking writes nothing

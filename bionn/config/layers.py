@@ -17,10 +17,12 @@ import ast
 import difflib
 import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from bionn.config.errors import ConfigError
 
@@ -30,6 +32,10 @@ BASE_LAYER_KWARGS = ("name", "dtype", "trainable", "autocast")
 # `repeat: n` stands for n such blocks in a row, each with its own weights (a depth a search can vary).
 RESIDUAL = "Residual"
 RESIDUAL_ARGUMENTS = ("layers", "repeat", "name")
+# bionn.nn.blocks' time pooling over `bins` log-spaced bins (fast early kinetics keep their resolution).
+LOG_TIME_POOLING = "LogTimePooling"
+# Every layer bionn adds to keras.layers, with its arguments.
+BIONN_LAYERS = {RESIDUAL: RESIDUAL_ARGUMENTS, LOG_TIME_POOLING: ("bins", "name")}
 
 
 @functools.cache
@@ -74,12 +80,14 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
         spec = OmegaConf.to_container(spec, resolve=True)
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ConfigError(f"{where}: a layer is a mapping with a 'type' string, got {spec!r}")
-    known = {**keras_layers(), RESIDUAL: RESIDUAL_ARGUMENTS}
+    known = {**keras_layers(), **BIONN_LAYERS}
     type_name = spec["type"]
     if type_name not in known:
         close = difflib.get_close_matches(type_name, sorted(known), n=3)
         hint = (
-            f"; did you mean {', '.join(close)}?" if close else f" (any class in keras.layers, or {RESIDUAL})"
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else f" (any class in keras.layers, or {', '.join(BIONN_LAYERS)})"
         )
         raise ConfigError(f"{where}: unknown layer type {type_name!r}{hint}")
     for key in spec:
@@ -92,19 +100,28 @@ def check_layer_spec(spec: Any, where: str) -> dict[str, Any]:
         repeat = spec.get("repeat", 1)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise ConfigError(f"{where} ({RESIDUAL}): repeat = {repeat!r} must be a whole number >= 1")
+    if type_name == LOG_TIME_POOLING:
+        check_time_bins(spec.get("bins", 64), f"{where} ({LOG_TIME_POOLING})")
     return spec
+
+
+def check_time_bins(bins: Any, where: str) -> None:
+    """LogTimePooling's bins: a whole number >= 2 (at most the input's time points, known when built)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ConfigError(
+            f"{where}: bins = {bins!r} is invalid: the number of log-spaced time bins must be a whole "
+            "number from 2 to the input's time points (501 on the default grid), e.g. 64"
+        )
 
 
 def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
     """A non-empty list of layer specs, each checked (`where` names the file and key); a Residual
     block with `repeat: n` becomes n blocks (named <name>_1 ... <name>_n when it has a name)."""
-    if isinstance(layers, ListConfig):
-        layers = list(layers)
-    if not isinstance(layers, list) or not layers:
+    if not isinstance(layers, list | ListConfig) or not layers:
         raise ConfigError(f"{where} must be a non-empty list of layers ({{type: Dense, units: 12}}, ...)")
     checked = []
-    for i, spec in enumerate(layers):
-        spec = check_layer_spec(spec, f"{where}[{i}]")
+    for i in range(len(layers)):
+        spec = check_layer_spec(_resolved(layers, i, f"{where}[{i}]"), f"{where}[{i}]")
         repeat = spec.pop("repeat", 1) if spec["type"] == RESIDUAL else 1
         for n in range(1, repeat + 1):
             copy = dict(spec)
@@ -112,6 +129,24 @@ def check_layers(layers: Any, where: str) -> list[dict[str, Any]]:
                 copy["name"] = f"{copy['name']}_{n}"
             checked.append(copy)
     return checked
+
+
+def _resolved(layers: Any, i: int, where: str) -> Any:
+    """layers[i] with its ${...} references resolved; a reference to a missing key names the keys
+    that exist there (a model family picks a layer by name: ${model.vars.fronts.${model.vars.front}})."""
+    try:
+        return layers[i]
+    except InterpolationKeyError as err:
+        missing = re.search(r"'([^']+)'", str(err))
+        key = missing.group(1) if missing else "?"
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(layers._get_root(), parent, default=None) if parent else None
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}: refers to {key}, which does not exist") from None
+        allowed = ", ".join(map(str, node))
+        raise ConfigError(
+            f"{where}: refers to {key}, which does not exist (allowed at {parent}: {allowed})"
+        ) from None
 
 
 def layer_arguments(spec: dict[str, Any]) -> dict[str, Any]:

@@ -8,20 +8,22 @@ import keras
 from omegaconf import OmegaConf
 
 from bionn.config.errors import ConfigError
-from bionn.config.layers import RESIDUAL, check_layer_spec, check_layers, layer_arguments
+from bionn.config.layers import LOG_TIME_POOLING, RESIDUAL, check_layer_spec, check_layers, layer_arguments
 from bionn.config.sources import source_of
-from bionn.nn.blocks import Residual
+from bionn.nn.blocks import LogTimePooling, Residual
 from bionn.nn.metrics import CUSTOM_METRICS, Destandardise, PerOutputRSquared, StandardisedLoss
 
 
 def make_layer(spec: Any, where: str) -> keras.layers.Layer:
-    """A Keras layer (or a Residual block) from a spec checked by bionn.config.layers; Keras judges the
+    """A Keras layer (or one of bionn.nn.blocks) from a spec checked by bionn.config.layers; Keras judges the
     values."""
     spec = check_layer_spec(spec, where)
     if spec["type"] == RESIDUAL:  # y = x + f(x), f = its own list of layer specs
         inner = [make_layer(s, f"{where}.layers[{i}]") for i, s in enumerate(spec["layers"])]
         return Residual(inner, **{k: v for k, v in spec.items() if k not in ("type", "layers")})
     try:
+        if spec["type"] == LOG_TIME_POOLING:
+            return LogTimePooling(**layer_arguments(spec))
         return getattr(keras.layers, spec["type"])(**layer_arguments(spec))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where} ({spec['type']}): {err}") from None

@@ -47,19 +47,13 @@ class SearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from bionn.config.sources import config_file
         from bionn.search.folder import SearchFolder
 
         assert self.config is not None
         cfg = self.config
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        source = config_file("hparams_search", cfg.hydra)
-        groups = frozenset(str(g) for g in cfg.hydra.runtime.choices)
         try:
-            node = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
-            spec = SearchSpec.from_config(node, source, groups)
-            self._check_launcher()
-            self._check_trials(spec, list(arguments))
+            spec = self.check(arguments)
             folder = SearchFolder(sweep_dir)
             folder.begin(spec, list(arguments), str(cfg.hydra.job.config_name))
         except SearchError as err:  # refused before any trial started: the message, no traceback
@@ -77,6 +71,21 @@ class SearchSweeper(Sweeper):
         jobs = [[*arguments, f"hydra.sweep.subdir={WORKER_DIR}/{i}"] for i in range(spec.n_workers)]
         self.validate_batch_is_legal(jobs)
         return self.launcher.launch(jobs, initial_job_idx=0)
+
+    def check(self, arguments: list[str]) -> SearchSpec:
+        """The search of this config under the command's overrides (`arguments`), checked as docs/search.md
+        says (the definition, the launcher, every searched key at both ends, every enqueued trial);
+        SearchError otherwise. Writes nothing."""
+        from bionn.config.sources import config_file
+
+        assert self.config is not None
+        source = config_file("hparams_search", self.config.hydra)
+        groups = frozenset(str(g) for g in self.config.hydra.runtime.choices)
+        node = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
+        spec = SearchSpec.from_config(node, source, groups)
+        self._check_launcher()
+        self._check_trials(spec, list(arguments))
+        return spec
 
     def _check_launcher(self) -> None:
         launcher = self.config.hydra.launcher
