@@ -24,10 +24,18 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export BIONN_REQUIRE_CONTAINER=1
 fi
 # -rs: the output names every skipped test and why (CI expects none); --durations: the slowest tests,
-# so that a run's log says where the suite's time went.
-.venv/bin/python -m pytest -q -rs --durations=25 "$@"
-# The fast tier once more in reverse order (tests/conftest.py: --reverse-order), so a test that passes only
-# after another one fails here. Only for the whole suite (no extra arguments); about as long as the fast tier.
-if [ $# = 0 ]; then
-  .venv/bin/python -m pytest -q -rs -m "not slow" -p no:cacheprovider --reverse-order
+# so that a run's log says where the suite's time went. Extra arguments: one pytest run with them.
+if [ $# != 0 ]; then
+  .venv/bin/python -m pytest -q -rs "$@"
+  exit
 fi
+# The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound), the slow tier
+# in one process (its tests share the Slurm cluster, and some hold or stop its nodes); then the fast
+# tier once more in reverse order (tests/conftest.py: --reverse-order), so that a test that passes only
+# after another one fails there. Each part runs whatever the one before gave; the exit code is 1 if any
+# failed.
+status=0
+.venv/bin/python -m pytest -q -rs -m "not slow" -n 2 --durations=10 || status=1
+.venv/bin/python -m pytest -q -rs -m slow --durations=25 || status=1
+.venv/bin/python -m pytest -q -rs -m "not slow" -n 2 -p no:cacheprovider --reverse-order || status=1
+exit $status
