@@ -22,3 +22,7 @@ fi
 .venv/bin/python -m pip install -q --no-deps -e .
 # The lock and pyproject.toml's ranges must agree: fails when they drift apart.
 .venv/bin/python -m pip check
+# The data engine's Numba kernels, compiled once into their cache (bionn.data.dataset.compile_kernels).
+.venv/bin/python -c 'from bionn.config.compose import compose_run
+from bionn.data.dataset import compile_kernels
+compile_kernels(compose_run().dataset)'

@@ -203,6 +203,20 @@ class KineticsDataset:
         return out
 
 
+def compile_kernels(cfg: Any) -> None:
+    """Compile the data engine's Numba kernels into their on-disk cache (bionn/data/__pycache__) for every
+    signature a run uses: serial and parallel generation of raw (float64) and normalised (float32)
+    features, and the training order. scripts/setup.sh calls it once, so that a first run, or several
+    test processes at once, load the kernels instead of each compiling them (about a minute on 2 cores)."""
+    ds = KineticsDataset(cfg)
+    indices = ds.positions_to_indices("train", 0, 4)
+    t, k = ds.feature_shape[:2]
+    for normalise in (None, (np.zeros((t, k)), np.ones((t, k)))):
+        for parallel in (False, True):
+            ds.generate(indices, parallel=parallel, normalise=normalise)
+    ds.order("train", 0)
+
+
 def dataset_label(cfg: Any) -> Label:
     """The label of a dataset config (`dataset.label`, seed when absent)."""
     value = cfg.get("label", Label.seed)
