@@ -114,3 +114,19 @@ def test_a_pruned_run_killed_before_its_final_results_resumes_as_pruned(tmp_path
     run(cfg, folder.path, callbacks=[never])
     assert folder.final()["status"] == "pruned" and folder.final()["epochs_completed"] == 1
     assert [a["outcome"] for a in folder.attempts()] == ["interrupted", "completed"]
+
+
+def test_a_model_choice_that_does_not_exist_is_refused_naming_the_choices_and_writes_nothing(
+    tmp_path, compose
+):
+    """A model family picks a layer by name (conf/model/TRX.yaml: ${model.vars.fronts.${model.vars.front}});
+    a name with no layer ends the run before its folder is claimed, naming the key and the choices (under
+    train.py the message starts with conf/model/TRX.yaml and its line, as every layer error does)."""
+    from bionn.config.schema import ConfigError
+
+    cfg = compose("model=TRX", "model.vars.front=cnn", "debug=quick")
+    folder = tmp_path / "run"
+    allowed = r"model\.layers\[0\]: refers to model\.vars\.fronts\.cnn, which does not exist "
+    with pytest.raises(ConfigError, match=allowed + r"\(allowed at model\.vars\.fronts: none, conv\)"):
+        run(cfg, folder)
+    assert not folder.exists()
