@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import composed
+from conftest import ROOT, composed
 from omegaconf import OmegaConf
 
 from bionn.config.schema import ConfigError, OnConfigChange
@@ -27,6 +27,18 @@ from bionn.run_folder import ConfigChanged, RunFolder
 BIN = Path(sys.executable).parent
 
 
+TRAINED = (
+    "model=TR",
+    "model.vars.width=32",
+    "model.vars.blocks=1",
+    "dataset.label=relative",
+    "debug=quick",
+    "training.epochs=3",
+    "training.verbose=silent",
+    "training.save_interval=0",
+)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(run folder, statistics cache) of a finished 3-epoch run."""
@@ -34,18 +46,7 @@ def trained(tmp_path_factory):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     root = tmp_path_factory.mktemp("trained")
-    cfg = composed(
-        "model=TR",
-        "model.vars.width=32",
-        "model.vars.blocks=1",
-        "dataset.label=relative",
-        "debug=quick",
-        "training.epochs=3",
-        "training.verbose=silent",
-        "training.save_interval=0",
-        f"runtime.stats_cache_dir={root / 'cache'}",
-    )
-    run(cfg, root / "run")
+    run(composed(*TRAINED, f"runtime.stats_cache_dir={root / 'cache'}"), root / "run")
     return root / "run", root / "cache"
 
 
@@ -301,3 +302,47 @@ def test_evaluate_names_the_overrides_it_cannot_parse():
 
     with pytest.raises(ConfigError, match="expected dataset=<name> or dataset.<key>=<value>"):
         other_dataset(OmegaConf.create({"name": "x"}), ["k1_max"])
+
+
+@pytest.mark.slow
+def test_bench_ensemble_scores_the_mean_prediction_and_refuses_runs_of_another_dataset(trained, tmp_path):
+    """scripts/bench_ensemble.py (the ensemble measurement of docs/accuracy.md): each member scores what
+    its run recorded, the ensemble what the mean of the members' predictions scores; runs trained on
+    another dataset are refused naming the key."""
+    from bionn.data.dataset import KineticsDataset
+    from bionn.predict import run_dataset
+    from bionn.train import run
+    from bionn.trained import load_model
+
+    run_dir, cache = trained
+    other = tmp_path / "seed1"
+    run(composed(*TRAINED, "runtime.seed=1", f"runtime.stats_cache_dir={cache}"), other)
+    script = [sys.executable, str(ROOT / "scripts" / "bench_ensemble.py"), "--which", "last", "--json"]
+    done = subprocess.run([*script, run_dir, other], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for member, folder in zip(result["members"], (run_dir, other), strict=True):
+        recorded = RunFolder(folder).final()["evaluation"]["test"]
+        np.testing.assert_allclose(member["r2_per_output"], recorded["r2_per_output"], atol=1e-5)
+
+    ds = KineticsDataset(run_dataset(RunFolder(run_dir)))
+    lo, hi = ds.splits["test"]
+    batch = ds.generate(np.arange(lo, hi), concentrations=False)
+    networks = [load_model(folder, "last") for folder in (run_dir, other)]
+    predictions = [network.predict(batch.features[..., None], verbose=0) for network in networks]
+    assert not np.allclose(predictions[0], predictions[1])  # two networks, not one twice
+    expected = _r2(batch.labels, np.mean(predictions, axis=0))
+    np.testing.assert_allclose(result["ensemble"]["r2_per_output"], expected["r2_per_output"], atol=1e-6)
+    best = max(m["r2_mean"] for m in result["members"])
+    assert result["gain_over_best_member"] == pytest.approx(expected["r2_mean"] - best, abs=1e-6)
+    assert result["samples"] == hi - lo
+
+    changed = tmp_path / "changed"
+    shutil.copytree(other, changed)
+    record = json.loads((changed / "info.json").read_text())
+    record["config"]["dataset"]["shape"]["seed"] += 1
+    (changed / "info.json").write_text(json.dumps(record))
+    done = subprocess.run([*script, run_dir, changed], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "another dataset" in done.stderr and "dataset.shape.seed" in done.stderr
+    assert "Traceback" not in done.stderr
