@@ -331,6 +331,9 @@ def test_smoke_search_report_and_a_training_from_best_yaml(tmp_path):
     sweep = tmp_path / "search"
     cmd = [sys.executable, "train.py", "-m", "hparams_search=smoke", "hydra/launcher=local"]
     cmd.append("hydra.sweeper.n_trials=2")  # two workers, one trial each (the Slurm tests run all four)
+    # One epoch instead of smoke's three (nothing here needs a pruning step); best.yaml holds the trial's
+    # composed config, epochs included, so the training from it below trains one epoch too.
+    cmd.append("training.epochs=1")
     cmd.append("logger=mlflow")  # the search is one MLflow experiment in its folder's SQLite store
     done = subprocess.run(
         [*cmd, f"hydra.sweep.dir={sweep}", f"runtime.stats_cache_dir={tmp_path / 'cache'}"],
