@@ -27,11 +27,18 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY README.md ./
 COPY bionn ./bionn
 COPY hydra_plugins ./hydra_plugins
+# Installed, then the copies removed: one bionn in the image, so a run of train.py (which puts /app
+# on sys.path) and a sweep job (which does not) import the same files and share one Numba cache.
 RUN python3 -m pip install --no-cache-dir --no-deps . \
-    && rm -rf build ./*.egg-info \
+    && rm -rf build ./*.egg-info bionn hydra_plugins \
     && python3 -c "import bionn.train, bionn.report, hydra_plugins.bionn_launcher.launcher"
 COPY train.py ./
 COPY conf ./conf
+# The data engine's Numba kernels, compiled once into the image's cache (bionn.data.dataset.compile_kernels,
+# as scripts/setup.sh does on a host); any --user may add to it. On another CPU they compile again.
+RUN NUMBA_CACHE_DIR=/tmp/numba-cache python3 -c "from bionn.config.compose import compose_run; \
+from bionn.data.dataset import compile_kernels; compile_kernels(compose_run(conf='/app/conf').dataset)" \
+    && chmod -R a+rwX /tmp/numba-cache
 COPY scripts/container/entrypoint.sh ./
 
 # Hydra resolves conf/ beside train.py, so the working folder can be the results mount.

@@ -334,12 +334,23 @@ def test_image_carries_no_build_tools_or_caches(image):
     fresh = Image(_checked(["buildah", "from", "--pull-never", IMAGE]).strip(), image.config)
     try:
         tools = fresh.shell("for t in gcc cc g++ make; do command -v $t; done; true")
-        # (/root/.cache stays as the empty mount point of the build's pip cache)
-        caches = "find /root/.cache /tmp -mindepth 1; ls -d /app/build /app/*.egg-info 2>/dev/null; true"
+        # (/root/.cache stays as the empty mount point of the build's pip cache; /tmp/numba-cache holds
+        # the data engine's compiled kernels on purpose, and nothing else may be in /tmp)
+        caches = (
+            "find /root/.cache /tmp -mindepth 1 -not -path '/tmp/numba-cache*';"
+            " ls -d /app/build /app/*.egg-info /app/bionn /app/hydra_plugins 2>/dev/null; true"
+        )
         leftovers = fresh.shell(caches, user="0:0")  # root: /root is not readable by others
+        kernels = fresh.shell("find /tmp/numba-cache -name '*.nbi' -perm -o=w; stat -c %A /tmp/numba-cache")
     finally:
         _run(["buildah", "rm", fresh.container])
     assert tools.returncode == 0 and not tools.stdout.strip(), tools.stdout
     assert leftovers.returncode == 0 and not leftovers.stdout.strip(), leftovers.stdout
+    # The kernels every run uses, compiled at build time, writable by any --user (another CPU adds its own)
+    index = kernels.stdout.split()
+    assert {"generate_serial", "generate_parallel", "_buffer_shuffle"} <= {
+        Path(p).name.split(".")[1].rsplit("-", 1)[0] for p in index[:-1]
+    }, kernels.stdout
+    assert index[-1] == "drwxrwxrwx", kernels.stdout
     assert image.config.get("User", "") in ("", "root")  # no fixed user: whoever --user says
     assert "/results" not in (image.config.get("Volumes") or {})  # no anonymous volume takes run folders
