@@ -51,11 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     from bionn.data.dataset import KineticsDataset
     from bionn.predict import run_dataset
     from bionn.rsquared import RSquaredSums
-    from bionn.run_folder import RunFolder
+    from bionn.run_folder import RunFolder, RunFolderError
     from bionn.trained import ModelUnavailable, load_model
 
     started = time.time()
-    configs = [OmegaConf.to_container(run_dataset(RunFolder(r)), resolve=True) for r in args.runs]
+    try:  # first: a folder that is missing, unfinished or of another bionn is named here
+        models = [load_model(r, args.which) for r in args.runs]
+        configs = [OmegaConf.to_container(run_dataset(RunFolder(r)), resolve=True) for r in args.runs]
+    except (ModelUnavailable, RunFolderError) as err:
+        print(f"bench_ensemble: {err}", file=sys.stderr)
+        return 2
     for run, cfg in zip(args.runs[1:], configs[1:], strict=True):
         differs = first_difference(configs[0], cfg)
         if differs:
@@ -64,11 +69,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    try:
-        models = [load_model(r, args.which) for r in args.runs]
-    except ModelUnavailable as err:
-        print(f"bench_ensemble: {err}", file=sys.stderr)
-        return 2
     ds = KineticsDataset(run_dataset(RunFolder(args.runs[0])), source=str(args.runs[0]))
     member_sums = [RSquaredSums(ds.n_labels) for _ in models]
     ensemble_sums = RSquaredSums(ds.n_labels)

@@ -346,3 +346,6 @@ def test_bench_ensemble_scores_the_mean_prediction_and_refuses_runs_of_another_d
     assert done.returncode == 2
     assert "another dataset" in done.stderr and "dataset.shape.seed" in done.stderr
     assert "Traceback" not in done.stderr
+
+    done = subprocess.run([*script, run_dir, tmp_path / "missing"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no such run folder" in done.stderr and "Traceback" not in done.stderr
