@@ -132,7 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--name", help="evaluation_<name>.json (default: from the overrides)")
     parser.add_argument("--config-dir", default=None, help="conf/ folder holding dataset/")
-    return parser.parse_args(argv)
+    # options anywhere: `RUN --config-dir DIR dataset=NAME` as well as `--config-dir DIR RUN dataset=NAME`
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

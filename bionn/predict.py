@@ -115,11 +115,19 @@ def _read_csv(path: Path, expected: str) -> np.ndarray:
         raise InputError(f"{path}: not a matrix of numbers separated by commas ({err})") from None
 
 
+def matrix_features(d: np.ndarray, n_components: int, sign_rule: int) -> np.ndarray:
+    """The features (N, T, k) of absorbance matrices d (N, T, n_w), none of them all zeros. Each matrix
+    is first divided by its largest |value|: the features are those of D / ||D||_F, which that leaves
+    unchanged, and ||D||_F of finite values near 1e308 would overflow."""
+    from bionn.data.absorbance import svd_features
+
+    return svd_features(d / np.abs(d).max(axis=(1, 2), keepdims=True), n_components, sign_rule)[0]
+
+
 def predict(
     run_dir: Path, input_path: Path, which: str, e0: float | None, s0: float | None
 ) -> tuple[str, str]:
     """(CSV text, a note for the user); nothing is written."""
-    from bionn.data.absorbance import svd_features
     from bionn.data.dataset import KineticsDataset
     from bionn.data.kinetics import SIGN_RULES
     from bionn.trained import check_usable, load_model
@@ -137,7 +145,7 @@ def predict(
         raise InputError("--e0 and --s0 go together: give both or neither")
     if e0 is not None:
         totals = {"E0": np.full(len(d), e0), "S0": np.full(len(d), s0)}
-    features, _ = svd_features(d, ds.n_components, ds.sign_rule)
+    features = matrix_features(d, ds.n_components, ds.sign_rule)
     model = load_model(run_dir, which)
     labels = model.predict(features[..., None], batch_size=256, verbose=0).astype(np.float64)
     names = output_names(ds.n_components)

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,19 @@ def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trai
     section = text[text.index("## Evaluations on other datasets") :]
     assert f"| run | k1_max=0.1,shape.seed=7 | best    | 96      | {result['r2_mean']:.4g}" in section
 
+    # --config-dir and a dataset by name, the options before or after the run folder: the same evaluation
+    conf = tmp_path / "conf"
+    (conf / "dataset").mkdir(parents=True)
+    (conf / "dataset" / "wider.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(result["dataset"])))
+    orders = {
+        "after": [str(run_dir), "--config-dir", str(conf), "dataset=wider", "--name", "after"],
+        "before": ["--config-dir", str(conf), "--name", "before", str(run_dir), "dataset=wider"],
+    }
+    for name, argv in orders.items():
+        assert main(argv) == 0, capsys.readouterr().err
+        again = json.loads((run_dir / f"evaluation_{name}.json").read_text())
+        assert (again["r2_mean"], again["samples"]) == (result["r2_mean"], 96), name
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -241,6 +255,20 @@ def test_predict_refuses_bad_input_naming_expected_and_given_and_writes_nothing(
     assert "absolute = relative x (E0 + S0)" in capsys.readouterr().out
     assert len(list(csv.DictReader((tmp_path / "measured.csv.predictions.csv").open()))) == 1
 
+    # a finite matrix whose Frobenius norm overflows (values near 1e308): no warning, the same predictions
+    # as the matrix scaled down
+    huge = _write_matrix(tmp_path / "huge.npz", good * 1.7e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main([str(run_dir), str(huge)]) == 0, capsys.readouterr().err
+    assert "RuntimeWarning" not in capsys.readouterr().err
+    rows = [
+        list(csv.DictReader((tmp_path / f"{n}.predictions.csv").open())) for n in ("measured.csv", "huge.npz")
+    ]
+    np.testing.assert_allclose(
+        [float(v) for v in rows[1][0].values()], [float(v) for v in rows[0][0].values()], rtol=1e-6
+    )
+
 
 @pytest.mark.slow
 def test_no_model_another_engine_or_an_older_bionn_is_refused(trained, tmp_path, capsys):
@@ -302,6 +330,57 @@ def test_evaluate_names_the_overrides_it_cannot_parse():
 
     with pytest.raises(ConfigError, match="expected dataset=<name> or dataset.<key>=<value>"):
         other_dataset(OmegaConf.create({"name": "x"}), ["k1_max"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["RUN", "--config-dir", "CONF", "dataset=dsmall", "--which", "last", "dataset.shape.seed=7"],
+        ["--config-dir", "CONF", "--which", "last", "RUN", "dataset=dsmall", "dataset.shape.seed=7"],
+    ],
+    ids=["options after the run folder", "options first"],
+)
+def test_evaluate_and_predict_take_options_before_or_after_the_run_folder(argv, tmp_path, capsys):
+    from bionn import evaluate, predict
+
+    args = evaluate.parse_args(argv)
+    assert (args.run_dir, args.config_dir, args.which) == (Path("RUN"), "CONF", "last")
+    assert args.overrides == ["dataset=dsmall", "dataset.shape.seed=7"]
+    # through main: the folder is checked (and refused in one line), not the command line
+    missing = str(tmp_path / "missing")
+    assert evaluate.main([missing if a == "RUN" else a for a in argv]) == 2
+    assert (
+        f"bionn-evaluate: error: {missing}: no such run folder (nothing was written)"
+        in capsys.readouterr().err
+    )
+
+    for order in (
+        ["RUN", "--which", "last", "IN.npz", "--e0", "1"],
+        ["--e0", "1", "RUN", "IN.npz", "--which", "last"],
+    ):
+        args = predict.parse_args(order)
+        assert (args.run_dir, args.input, args.which, args.e0) == (Path("RUN"), Path("IN.npz"), "last", 1.0)
+    assert predict.main([missing, str(tmp_path / "in.npz"), "--which", "last"]) == 2
+    assert f"{missing}: no such run folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_features_of_a_matrix_near_the_largest_float_are_those_of_the_matrix_scaled_down():
+    """A finite matrix whose Frobenius norm overflows (values near 1e308): no overflow, the same features."""
+    from bionn.data.absorbance import svd_features
+    from bionn.data.kinetics import SIGN_RULES
+    from bionn.predict import matrix_features
+
+    small = np.random.default_rng(0).uniform(0.1, 1.0, (2, 501, 4))
+    small[1] *= -1e-3
+    rule = SIGN_RULES["max_abs_positive"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = matrix_features(small * 1.7e308, 3, rule)
+        scaled = matrix_features(small, 3, rule)
+    assert np.isfinite(huge).all()
+    np.testing.assert_allclose(huge, scaled, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(scaled, svd_features(small, 3, rule)[0], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.slow
