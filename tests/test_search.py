@@ -238,7 +238,7 @@ def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp
     worker_record(4, here, os.getpid(), 0)
     assert folder.claim(5, s, s.n_trials) is None
     assert [t.number for t in folder.trials()] == [0, 1, 2]
-    assert folder.running_trials() == [0, 1, 2]
+    assert folder.running_trials() == {0: 2, 1: 4, 2: 3}  # {trial: its worker}
 
     # A record written by an earlier start of the asking Slurm job (requeued after its node was lost) is
     # dead however young its heartbeat: Slurm runs a job once at a time.
@@ -247,6 +247,74 @@ def test_claims_resume_own_and_dead_workers_trials_and_never_exceed_n_trials(tmp
     path.write_text(json.dumps({**record, "slurm": {"job_id": "9", "array_job_id": "8", "array_task_id": 1}}))
     assert folder.worker_alive(1, s.dead_after_s) and folder.worker_alive(1, s.dead_after_s, slurm_job="8_0")
     assert not folder.worker_alive(1, s.dead_after_s, slurm_job="8_1")
+
+
+def test_one_worker_with_no_trial_left_waits_and_takes_a_dead_workers_trial_over_after_dead_after_s(tmp_path):
+    """The end of a search, with real worker records: a worker with no trial left to start waits (its
+    worker.json says so), reading only the running trials' worker records, and takes a trial whose worker
+    on another host went silent over once that heartbeat is dead_after_s old, never sooner; a worker that
+    finds another one waiting ends at once; with no trial running, a worker ends."""
+    import json
+    import threading
+    import time
+
+    from bionn.search.worker import next_trial
+
+    s = spec(n_trials=2, heartbeat_s=0.2, dead_after_s=1.5)
+    folder = SearchFolder(tmp_path)
+    folder.begin(s, ["hparams_search=smoke"], "train")
+
+    def worker_record(index: int, **fields) -> None:
+        path = tmp_path / "workers" / str(index) / "worker.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"worker": index, "host": "elsewhere", "pid": 1, "heartbeat_unix": time.time()}
+        path.write_text(json.dumps({**record, **fields}))
+
+    # Worker 0, on another host, trains trial 0; worker 1 has trained trial 1: no trial is left to start.
+    assert folder.claim(0, s, s.n_trials).number == 0
+    worker_record(0, trial=0)
+    folder.study(s).tell(folder.claim(1, s, s.n_trials).number, 0.5)
+
+    # Waiting returns when the running trial's worker names another trial (or none)...
+    threading.Timer(0.5, lambda: worker_record(0, trial=None)).start()
+    began = time.time()
+    folder.wait_for_change({0: 0}, s, poll_s=0.05)
+    assert 0.5 <= time.time() - began < 2.0
+    # ...or once its heartbeat is dead_after_s old (another host: only the heartbeat tells), never sooner.
+    worker_record(0, trial=0)
+    began = time.time()
+    folder.wait_for_change({0: 0}, s, poll_s=0.05)
+    assert s.dead_after_s <= time.time() - began < s.dead_after_s + 2.0
+
+    # Worker 1 waits for trial 0 and takes it over when worker 0 has been silent for dead_after_s.
+    seen = {}
+    with folder.heartbeat(1, s, None) as beat:
+        worker_record(0, trial=0)
+        silent = time.time()
+        threading.Timer(0.7, lambda: seen.update(folder.worker_record(1))).start()  # while it waits
+        taken = next_trial(folder, s, s.n_trials, beat)
+        waited = time.time() - silent
+        assert (taken.number, taken.resumed) == (0, True)
+        assert s.dead_after_s <= waited < s.dead_after_s + 2.0, waited
+        assert seen["waiting"] is True and seen["trial"] is None
+        assert (folder.worker_record(1)["trial"], folder.worker_record(1)["waiting"]) == (0, False)
+
+        # Worker 1 trains trial 0 now (not waiting). Worker 2 finds nothing to start: it waits...
+        with folder.heartbeat(2, s, None) as second, folder.heartbeat(3, s, None) as third:
+            waiter = threading.Thread(target=lambda: seen.update(second=next_trial(folder, s, 2, second)))
+            waiter.start()
+            deadline = time.time() + 30
+            while not folder.worker_record(2)["waiting"] and time.time() < deadline:
+                time.sleep(0.05)
+            # ...so worker 3, finding worker 2 waiting, ends at once.
+            assert next_trial(folder, s, s.n_trials, third) is None
+            assert not folder.worker_record(3)["waiting"] and waiter.is_alive()
+            folder.study(s).tell(0, 0.4)  # worker 1 ends trial 0, as work() does
+            beat.update(trial=None)
+            ended = time.time()
+            waiter.join(timeout=30)
+            assert seen["second"] is None and time.time() - ended < 2  # no trial runs any more: it ends
+    assert folder.finished(s.n_trials)
 
 
 SHIPPED_SEARCHES = sorted((ROOT / "conf" / "hparams_search").glob("*.yaml"))

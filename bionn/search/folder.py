@@ -5,7 +5,7 @@
     study.journal.lock  held for a moment by whoever writes the study (Optuna's O_EXCL file lock)
     claim.lock          held while a worker picks its next trial (so two never pick the same one)
     trials/<n>/         trial n's run folder (bionn.run_folder)
-    workers/<i>/        worker i's log and worker.json (host, pid, Slurm ids, heartbeat, trial)
+    workers/<i>/        worker i's log and worker.json (host, pid, Slurm ids, heartbeat, trial, waiting)
     sweep.json          the launcher's record of the worker jobs (bionn.sweep_folder)
 
 A worker claims, in this order: a trial it owns that is still running (it was
@@ -15,6 +15,9 @@ dead_after_s), a waiting (enqueued) trial, or a new trial while fewer than n_tri
 trials are running or ended. Journal storage has no heartbeat of its own (Optuna's
 RDB storage has), so worker.json is this folder's. A worker record left by an earlier
 start of the asking worker's own Slurm job (requeued) is dead, whatever its heartbeat.
+A worker with no trial left to start waits (`waiting` in its worker.json) while another
+worker's trial runs, to take it over should that worker die; one waiting worker is enough,
+so a worker that finds another one waiting ends.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class Heartbeat:
             "started": now(),
             "trial": None,
             "trials": [],
+            "waiting": False,
             "stopped": None,
         }
         self.update()
@@ -318,11 +322,32 @@ class SearchFolder:
     def _trial_dir(self, trial: Any) -> Path:
         return self / str(trial.user_attrs.get(RUN_DIR) or Path(TRIALS) / str(trial.number))
 
-    def running_trials(self) -> list[int]:
-        """The numbers of the study's running trials."""
+    def running_trials(self) -> dict[int, int]:
+        """{number: its worker's index} of the study's running trials."""
         from optuna.trial import TrialState
 
-        return [t.number for t in self.trials() if t.state == TrialState.RUNNING]
+        trials = self.trials()
+        return {t.number: int(t.user_attrs.get(OWNER, -1)) for t in trials if t.state == TrialState.RUNNING}
+
+    def waiting_worker(self, index: int, dead_after_s: float) -> int | None:
+        """Another live worker than `index` that waits with no trial left to start, or None."""
+        found = sorted(int(p.name) for p in (self / WORKERS).glob("*") if p.name.isdigit())
+        for other in found:
+            record = self.worker_record(other) or {}
+            if other != index and record.get("waiting") and self.worker_alive(other, dead_after_s):
+                return other
+        return None
+
+    def wait_for_change(self, running: dict[int, int], spec: SearchSpec, poll_s: float) -> None:
+        """Return once one of the `running` trials ({number: worker}) may have ended or lost its worker:
+        the worker's record names no longer that trial, or the worker is not alive (gone from this host,
+        or silent for dead_after_s, never sooner). Reads the workers' records every poll_s, not the study."""
+        while True:
+            time.sleep(poll_s)
+            for number, worker in running.items():
+                record = self.worker_record(worker) or {}
+                if record.get("trial") != number or not self.worker_alive(worker, spec.dead_after_s):
+                    return
 
     def finished(self, n_trials: int) -> bool:
         """True once n_trials trials have ended (complete, pruned or failed) and none runs."""

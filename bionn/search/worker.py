@@ -8,28 +8,29 @@ while a pruning callback reports every epoch's objective to the study, and tells
 study how it ended. A signal (preemption, requeue, Ctrl-C) ends the worker with the
 trial still running in the study: the worker's next start, or another worker once
 this one is gone, resumes it in its run folder at its next epoch. A worker with no
-trial left to start stays while other workers' trials run, so that a trial whose
+trial left to start waits while other workers' trials run, so that a trial whose
 worker dies (a lost node: no heartbeat for dead_after_s) is taken over even at the
-end of a search; it ends when no trial runs.
+end of a search; it ends when no trial runs. One waiting worker is enough: a worker
+that finds another one waiting ends at once, so at the end of a search one worker,
+not every idle one, holds its allocation.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from bionn.run_folder import RunFolderError, Status
-from bionn.search.folder import ERROR_ATTR, OVERRIDES, Claimed, SearchFolder
+from bionn.search.folder import ERROR_ATTR, OVERRIDES, Claimed, Heartbeat, SearchFolder
 from bionn.search.space import SearchError, SearchSpec
 
 log = logging.getLogger(__name__)
 SWEEPER_TARGET = "hydra_plugins.bionn_search.sweeper.SearchSweeper"
-# How often a worker with no trial left to start looks again while other workers' trials run.
-WAIT_POLL_S = 2.0
+# How often a waiting worker reads the running trials' worker records (small files; not the study).
+WAIT_POLL_S = 0.5
 
 
 def is_search_worker() -> bool:
@@ -87,24 +88,7 @@ def work(cfg: Any) -> float:
     n_trials = int(record.get("n_trials", spec.n_trials))
     with folder.heartbeat(index, spec, slurm) as beat:
         done: list[int] = []
-        waiting = False
-        while True:
-            claimed = folder.claim(index, spec, n_trials)
-            if claimed is None:
-                running = folder.running_trials()
-                if not running:
-                    break
-                if not waiting:  # stay: should the worker of one of them die, this one takes it over
-                    log.info(
-                        "worker %d: no trial left to start; waiting while trial(s) %s run",
-                        index,
-                        ", ".join(str(n) for n in running),
-                    )
-                    waiting = True
-                time.sleep(min(spec.heartbeat_s, WAIT_POLL_S))
-                continue
-            waiting = False
-            beat.update(trial=claimed.number)
+        while (claimed := next_trial(folder, spec, n_trials, beat)) is not None:
             log.info(
                 "worker %d: trial %d%s: %s",
                 index,
@@ -118,6 +102,39 @@ def work(cfg: Any) -> float:
     if folder.finished(n_trials):
         _write_report(folder, (cfg.get("logger") or {}).get("mlflow"))
     return _best_value(folder, spec)
+
+
+def next_trial(folder: SearchFolder, spec: SearchSpec, n_trials: int, beat: Heartbeat) -> Claimed | None:
+    """The next trial of the worker whose heartbeat is `beat`, or None when it should end: no trial
+    runs, or another worker already waits. With no trial left to start, it waits (saying so in its
+    worker.json) until a running trial ends or its worker is dead (then it takes the trial over)."""
+    index = int(beat.record["worker"])
+    while (claimed := folder.claim(index, spec, n_trials)) is None:
+        running = folder.running_trials()
+        if not running:
+            return None
+        if not beat.record["waiting"]:
+            other = folder.waiting_worker(index, spec.dead_after_s)
+            if other is not None:
+                log.info(
+                    "worker %d: no trial left to start; worker %d waits while trial(s) %s run: this one ends",
+                    index,
+                    other,
+                    _numbers(running),
+                )
+                return None
+            # stay: should the worker of one of them die, this one takes its trial over
+            log.info(
+                "worker %d: no trial left to start; waiting while trial(s) %s run", index, _numbers(running)
+            )
+            beat.update(waiting=True)
+        folder.wait_for_change(running, spec, min(spec.heartbeat_s, WAIT_POLL_S))
+    beat.update(trial=claimed.number, waiting=False)
+    return claimed
+
+
+def _numbers(running: dict[int, int]) -> str:
+    return ", ".join(str(n) for n in running)
 
 
 def train_trial(folder: SearchFolder, spec: SearchSpec, record: dict, claimed: Claimed) -> None:
