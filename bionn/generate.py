@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def generate(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The .npz's arrays by name: args.count samples of args.split of args.dataset from position
+    args.start, generated args.batch_size at a time. ConfigError for a bad dataset, count or batch size."""
     ds = KineticsDataset(resolve_dataset(args.dataset, args.config_dir), source=args.dataset)
     if args.count < 1:
         raise ConfigError(f"--count = {args.count} is invalid: must be >= 1")
