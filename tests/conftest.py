@@ -28,11 +28,36 @@ def pytest_addoption(parser):
         help="run the collected tests in reverse order (scripts/test.sh's second pass: no test may depend "
         "on what another left behind)",
     )
+    parser.addoption(
+        "--durations-file",
+        metavar="PATH",
+        help="append each test's seconds (setup + call + teardown) to PATH as `seconds<TAB>test` lines "
+        "(scripts/test.sh keeps a run's durations there and prints the slowest at the end)",
+    )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: a `full` test is a `slow` one
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("full"):  # full tier only: never in the fast tier either
+            item.add_marker(pytest.mark.slow)
     if config.getoption("--reverse-order"):
         items.reverse()
+
+
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    # Under pytest-xdist the controller gets every worker's reports here too.
+    _SECONDS[report.nodeid] = _SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--durations-file")
+    if path and not hasattr(session.config, "workerinput"):  # the controller writes, not each worker
+        with open(path, "a") as out:
+            out.writelines(f"{seconds:.2f}\t{test}\n" for test, seconds in _SECONDS.items())
 
 
 def composed(*overrides: str, **options):
