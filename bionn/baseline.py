@@ -22,9 +22,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from bionn.config.schema import Label
-from bionn.data import ENGINE_VERSION
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
+from bionn.engine_version import ENGINE_VERSION
 from bionn.io import atomic_write_json
 from bionn.rsquared import RSquaredSums
 

@@ -425,7 +425,7 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
         )
-    backup = RunBackup(folder, early, write=chief, pruners=list(extra_callbacks))
+    backup = RunBackup(folder.backup, early, write=chief, pruners=list(extra_callbacks))
     with strategy.scope():
         initial_epoch = backup.restore(model)
     # The training iterator may start before the first epoch begins: point the clock at the resumed epoch.
@@ -462,7 +462,7 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *schedule_callbacks,  # reduce-on-plateau
         *extra_callbacks,  # a search's pruning: before the commit, so a pruned epoch is committed
-        *([BestWeights(folder)] if chief else []),  # best/: the best validation epoch's weights
+        *([BestWeights(folder.best)] if chief else []),  # best/: the best validation epoch's weights
         backup,  # last: commits once the epoch's other files are written
     ]
     return training

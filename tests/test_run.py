@@ -108,7 +108,7 @@ def test_a_pruned_run_killed_before_its_final_results_resumes_as_pruned(tmp_path
     with pytest.raises(KeyboardInterrupt):
         run(cfg, folder.path, callbacks=[pruner, KilledAfterTheCommit()])
     assert folder.status() == Status.INTERRUPTED and folder.final() is None
-    assert folder.backup_state()["pruned"] is True and folder.committed_epoch() == 1
+    assert folder.backup.state()["pruned"] is True and folder.committed_epoch() == 1
 
     never = ReportEpochs("val_loss", lambda epoch, value: False)  # the resumed pruner has not decided yet
     run(cfg, folder.path, callbacks=[never])
