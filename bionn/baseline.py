@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from bionn.config.schema import Label
+from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
 from bionn.engine_version import ENGINE_VERSION

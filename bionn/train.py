@@ -32,8 +32,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bionn.config.checks import check_run
+from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.config.layers import check_layers
-from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run, describe_omegaconf_error
+from bionn.config.schema import OnConfigChange, Verbosity
 from bionn.config.sources import config_file, source_of
 from bionn.config.tree import print_config_tree
 from bionn.console import quiet_tensorflow, setup_logging

@@ -11,7 +11,9 @@ import sys
 import pytest
 from conftest import ROOT, composed
 
-from bionn.config.schema import ConfigError, check_run, load_dataset_config
+from bionn.config.checks import check_run
+from bionn.config.dataset import load_dataset_config
+from bionn.config.errors import ConfigError
 
 HEAVY = ("numba", "tensorflow", "keras", "bionn.data", "bionn.nn", "bionn.train")
 
@@ -50,14 +52,17 @@ def test_data_knows_no_model_and_the_model_knows_no_data_engine():
 
 
 def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
-    code = "import bionn.config.schema, bionn.config.importer, bionn.config.tree, bionn.config.compose"
+    code = (
+        "import bionn.config.schema, bionn.config.dataset, bionn.config.checks, bionn.config.importer, "
+        "bionn.config.tree, bionn.config.compose"
+    )
     assert modules_loaded_by(code) == []
 
 
 def test_composing_and_checking_a_run_loads_neither_numba_nor_tensorflow():
     code = (
         "from bionn.config.compose import compose_run\n"
-        "from bionn.config.schema import check_run\n"
+        "from bionn.config.checks import check_run\n"
         "check_run(compose_run('experiment=P2', with_hydra=True))"
     )
     assert modules_loaded_by(code) == []

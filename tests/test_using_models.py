@@ -20,7 +20,8 @@ import pytest
 from conftest import ROOT, composed
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, OnConfigChange
+from bionn.config.errors import ConfigError
+from bionn.config.schema import OnConfigChange
 from bionn.rsquared import RSquaredSums
 from bionn.run_folder import ConfigChanged, RunFolder
 

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from bionn.config.schema import SPLIT_NAMES, Label, check_dataset, split_sizes
+from bionn.config.dataset import SPLIT_NAMES, Label, check_dataset, split_sizes
 from bionn.data import kinetics
 
 # Stream number of the order shuffle's random numbers, apart from all sample streams.

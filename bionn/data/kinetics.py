@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from bionn.config.schema import N_SPECIES, Mechanism, SignRule
+from bionn.config.dataset import N_SPECIES, Mechanism, SignRule
 
 # The kernels' integer codes of the config's choices.
 MECHANISMS = {Mechanism.textbook: 0, Mechanism.legacy: 1}

@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from bionn.config.schema import Label
+from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset, dataset_label
 from bionn.engine_version import ENGINE_VERSION
 from bionn.io import atomic_save_npz
