@@ -14,6 +14,14 @@ from bionn.config.layers import check_layers
 from bionn.config.schema import Schedule, unknown_keys
 from bionn.config.sources import source_of
 
+# (key of training, its least value, what is allowed), checked in this order.
+TRAINING_MINIMUMS = (
+    ("epochs", 1, "must be >= 1"),
+    ("save_interval", 0, "must be >= 0 (0 = no periodic checkpoints)"),
+    ("use_stats_of", 1, "must be >= 1"),
+    ("early_stopping_patience", 0, "must be >= 0 (0 = off)"),
+)
+
 
 def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
     """Semantic checks of a composed run config beyond the types; errors name the file Hydra used
@@ -30,14 +38,9 @@ def check_run(cfg: Any, hydra_cfg: Any | None = None) -> None:
         source = source_of(f"training.{key}", hydra_cfg)
         raise ConfigError(f"{source}: training.{key} = {value!r} is invalid: {allowed}")
 
-    if t.epochs < 1:
-        fail("epochs", t.epochs, "must be >= 1")
-    if t.save_interval < 0:
-        fail("save_interval", t.save_interval, "must be >= 0 (0 = no periodic checkpoints)")
-    if t.use_stats_of < 1:
-        fail("use_stats_of", t.use_stats_of, "must be >= 1")
-    if t.early_stopping_patience < 0:
-        fail("early_stopping_patience", t.early_stopping_patience, "must be >= 0 (0 = off)")
+    for key, least, allowed in TRAINING_MINIMUMS:
+        if getattr(t, key) < least:
+            fail(key, getattr(t, key), allowed)
     if not t.compile.learning_rate > 0:
         fail("compile.learning_rate", t.compile.learning_rate, "must be > 0")
     if t.compile.clipvalue is not None and not t.compile.clipvalue > 0:

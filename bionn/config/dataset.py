@@ -140,6 +140,14 @@ class DatasetConfig:
 
 RANGE_KEYS = ("k1", "k2", "k3", "E0", "S0", "spectra", "amplitude")
 POSITIVE_RANGES = ("k1", "k2", "k3", "E0", "S0")
+# (key of shape, its least value, what is allowed), checked in this order.
+SHAPE_MINIMUMS = (
+    ("seed", 0, "must be >= 0"),
+    ("n_samples", 1, "must be >= 1"),
+    ("n_shards", 1, "must be >= 1"),
+    ("batch_size", 1, "must be >= 1"),
+    ("shuffle_buffer_size", 1, "must be >= 1 (1 = no shuffle)"),
+)
 
 
 def split_sizes(n_samples: int, splits: list[float]) -> tuple[int, int, int]:
@@ -182,16 +190,9 @@ def check_dataset(cfg: Any, source: str | Callable[[str], str] = "dataset config
     max_k = min(sim.n_wavelengths, N_SPECIES - 1)
     if not 1 <= sim.n_components <= max_k:
         fail("simulation.n_components", sim.n_components, f"allowed: 1..{max_k} (rank of D)")
-    if shape.seed < 0:
-        fail("shape.seed", shape.seed, "must be >= 0")
-    if shape.n_samples < 1:
-        fail("shape.n_samples", shape.n_samples, "must be >= 1")
-    if shape.n_shards < 1:
-        fail("shape.n_shards", shape.n_shards, "must be >= 1")
-    if shape.batch_size < 1:
-        fail("shape.batch_size", shape.batch_size, "must be >= 1")
-    if shape.shuffle_buffer_size < 1:
-        fail("shape.shuffle_buffer_size", shape.shuffle_buffer_size, "must be >= 1 (1 = no shuffle)")
+    for key, least, allowed in SHAPE_MINIMUMS:
+        if getattr(shape, key) < least:
+            fail(f"shape.{key}", getattr(shape, key), allowed)
     splits = list(shape.splits)
     if len(splits) != 3 or any(f < 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-9:
         fail("shape.splits", splits, "three fractions (train, val, test), each >= 0, summing to 1")

@@ -30,6 +30,19 @@ def _rotate(app, aqq, apq, arp, arq):
 
 
 @njit(cache=True)
+def _turn(c, s, x0, y0, x1, y1, x2, y2):
+    """Columns p (x) and q (y) of the eigenvector matrix, rows 0-2, after the rotation (c, s)."""
+    return (
+        c * x0 - s * y0,
+        s * x0 + c * y0,
+        c * x1 - s * y1,
+        s * x1 + c * y1,
+        c * x2 - s * y2,
+        s * x2 + c * y2,
+    )
+
+
+@njit(cache=True)
 def _eigh3(a, vecs):
     """Eigen-decompose the symmetric 3 x 3 matrix `a` (cyclic Jacobi, held in registers).
 
@@ -45,21 +58,15 @@ def _eigh3(a, vecs):
         if a01 != 0.0:  # (p, q, r) = (0, 1, 2)
             a00, a11, a02, a12, c, s = _rotate(a00, a11, a01, a02, a12)
             a01 = 0.0
-            v00, v01 = c * v00 - s * v01, s * v00 + c * v01
-            v10, v11 = c * v10 - s * v11, s * v10 + c * v11
-            v20, v21 = c * v20 - s * v21, s * v20 + c * v21
+            v00, v01, v10, v11, v20, v21 = _turn(c, s, v00, v01, v10, v11, v20, v21)
         if a02 != 0.0:  # (0, 2, 1)
             a00, a22, a01, a12, c, s = _rotate(a00, a22, a02, a01, a12)
             a02 = 0.0
-            v00, v02 = c * v00 - s * v02, s * v00 + c * v02
-            v10, v12 = c * v10 - s * v12, s * v10 + c * v12
-            v20, v22 = c * v20 - s * v22, s * v20 + c * v22
+            v00, v02, v10, v12, v20, v22 = _turn(c, s, v00, v02, v10, v12, v20, v22)
         if a12 != 0.0:  # (1, 2, 0)
             a11, a22, a01, a02, c, s = _rotate(a11, a22, a12, a01, a02)
             a12 = 0.0
-            v01, v02 = c * v01 - s * v02, s * v01 + c * v02
-            v11, v12 = c * v11 - s * v12, s * v11 + c * v12
-            v21, v22 = c * v21 - s * v22, s * v21 + c * v22
+            v01, v02, v11, v12, v21, v22 = _turn(c, s, v01, v02, v11, v12, v21, v22)
     a[0, 0], a[1, 1], a[2, 2] = a00, a11, a22
     vecs[0, 0], vecs[0, 1], vecs[0, 2] = v00, v01, v02
     vecs[1, 0], vecs[1, 1], vecs[1, 2] = v10, v11, v12
