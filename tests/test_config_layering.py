@@ -169,3 +169,18 @@ def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
 
 def test_the_report_and_the_run_folder_import_no_training_code():
     assert modules_loaded_by("import bionn.report, bionn.run_folder, bionn.report.cli") == []
+
+
+def test_run_records_load_no_data_engine_when_they_write_a_ledger_and_an_attempt(tmp_path):
+    code = (
+        "from bionn.run_folder import Outcome, RunFolder\n"
+        f"folder = RunFolder({str(tmp_path / 'run')!r}); folder.path.mkdir()\n"
+        "folder.write_ledger({'a': 1}); folder.check_ledger({'a': 1})\n"
+        "folder.begin_attempt(None); folder.end_attempt(Outcome.COMPLETED)"
+    )
+    assert modules_loaded_by(code) == []
+    assert {n for n in bionn_imports("run_folder") if n.startswith("bionn.data")} == set()
+
+
+def test_nn_knows_no_run_folder_layout():
+    assert {n for n in bionn_imports("nn") if n.startswith("bionn.run_folder")} == set()
