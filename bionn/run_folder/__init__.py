@@ -37,15 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from bionn.io import atomic_write_bytes, atomic_write_json
-from bionn.run_folder.attempts import AttemptLog, close_unrecorded, read_attempts, unrecorded_end
+from bionn.run_folder.attempts import AttemptLog, close_unrecorded, read_attempts
 from bionn.run_folder.history import format_history, history_columns, parse_history
 from bionn.run_folder.ledger import (
-    ENGINE_KEY,
-    LEDGER_EXCLUDED,
     check_ledger,
-    config_differences,
     fingerprint,
-    flatten,
     ledger_excluded,
     ledger_record,
     read_ledger,
@@ -54,7 +50,6 @@ from bionn.run_folder.ledger import (
 from bionn.run_folder.names import (
     ATTEMPTS,
     BACKUP,
-    BACKUP_STATE,
     BEST,
     CHECKPOINTS,
     ERROR,
@@ -85,10 +80,6 @@ from bionn.run_folder.records import ConfigChanged, RunFolderError, StateFolder,
 __all__ = [
     "ATTEMPTS",
     "BACKUP",
-    "BACKUP_STATE",
-    "BEST",
-    "CHECKPOINTS",
-    "ENGINE_KEY",
     "ERROR",
     "EVALUATION_PREFIX",
     "FINAL",
@@ -98,14 +89,10 @@ __all__ = [
     "HYDRA",
     "INFERENCE",
     "INFO",
-    "JOB_LOG",
     "LEDGER",
-    "LEDGER_EXCLUDED",
     "MARKERS",
     "MODEL",
     "PLOTS",
-    "PREVIOUS",
-    "RESULTS_PREFIX",
     "STATISTICS",
     "TENSORBOARD",
     "TRACKING",
@@ -115,12 +102,9 @@ __all__ = [
     "RunFolderError",
     "StateFolder",
     "Status",
-    "config_differences",
     "find_runs",
     "fingerprint",
-    "flatten",
     "format_history",
-    "history_columns",
     "ledger_excluded",
     "now",
     "parse_history",
@@ -128,7 +112,6 @@ __all__ = [
     "read_json",
     "remove_backup",
     "result_config",
-    "unrecorded_end",
 ]
 
 
