@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from bionn.config.schema import Label
-from bionn.data import ENGINE_VERSION
+from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
+from bionn.engine_version import ENGINE_VERSION
 from bionn.io import atomic_write_json
 from bionn.rsquared import RSquaredSums
 

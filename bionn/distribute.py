@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-from bionn.config.schema import ConfigError
+from bionn.config.errors import ConfigError
 from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
 

@@ -32,8 +32,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bionn.config.checks import check_run
+from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.config.layers import check_layers
-from bionn.config.schema import ConfigError, OnConfigChange, Verbosity, check_run, describe_omegaconf_error
+from bionn.config.schema import OnConfigChange, Verbosity
 from bionn.config.sources import config_file, source_of
 from bionn.config.tree import print_config_tree
 from bionn.console import quiet_tensorflow, setup_logging
@@ -425,7 +427,7 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
         )
-    backup = RunBackup(folder, early, write=chief, pruners=list(extra_callbacks))
+    backup = RunBackup(folder.backup, early, write=chief, pruners=list(extra_callbacks))
     with strategy.scope():
         initial_epoch = backup.restore(model)
     # The training iterator may start before the first epoch begins: point the clock at the resumed epoch.
@@ -462,7 +464,7 @@ def build(cfg: Any, setup: Setup, folder: RunFolder, extra_callbacks: list[Any] 
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *schedule_callbacks,  # reduce-on-plateau
         *extra_callbacks,  # a search's pruning: before the commit, so a pruned epoch is committed
-        *([BestWeights(folder)] if chief else []),  # best/: the best validation epoch's weights
+        *([BestWeights(folder.best)] if chief else []),  # best/: the best validation epoch's weights
         backup,  # last: commits once the epoch's other files are written
     ]
     return training

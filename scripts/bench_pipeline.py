@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from bionn.clock import EpochClock
-from bionn.config.schema import resolve_dataset
+from bionn.config.dataset import resolve_dataset
 from bionn.data.dataset import KineticsDataset
 from bionn.data.pipeline import CHUNK_SAMPLES, make_dataset
 from bionn.data.stats import load_or_compute_statistics

@@ -46,7 +46,8 @@ def compose(overrides: list[str]):
 
 
 def options() -> dict[str, list[str]]:
-    from bionn.config.schema import ConfigError, Precision
+    from bionn.config.errors import ConfigError
+    from bionn.config.schema import Precision
     from bionn.nn.optim import check_precision
 
     found = {"float32": []}

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bionn.config.compose import compose_run
-from bionn.config.schema import DatasetConfig
+from bionn.config.dataset import DatasetConfig
 from bionn.data.dataset import KineticsDataset
 from bionn.run_folder import RunFolder, RunFolderError
 

@@ -11,7 +11,9 @@ import sys
 import pytest
 from conftest import ROOT, composed
 
-from bionn.config.schema import ConfigError, check_run, load_dataset_config
+from bionn.config.checks import check_run
+from bionn.config.dataset import load_dataset_config
+from bionn.config.errors import ConfigError
 
 HEAVY = ("numba", "tensorflow", "keras", "bionn.data", "bionn.nn", "bionn.train")
 
@@ -50,14 +52,17 @@ def test_data_knows_no_model_and_the_model_knows_no_data_engine():
 
 
 def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
-    code = "import bionn.config.schema, bionn.config.importer, bionn.config.tree, bionn.config.compose"
+    code = (
+        "import bionn.config.schema, bionn.config.dataset, bionn.config.checks, bionn.config.importer, "
+        "bionn.config.tree, bionn.config.compose"
+    )
     assert modules_loaded_by(code) == []
 
 
 def test_composing_and_checking_a_run_loads_neither_numba_nor_tensorflow():
     code = (
         "from bionn.config.compose import compose_run\n"
-        "from bionn.config.schema import check_run\n"
+        "from bionn.config.checks import check_run\n"
         "check_run(compose_run('experiment=P2', with_hydra=True))"
     )
     assert modules_loaded_by(code) == []
@@ -164,3 +169,18 @@ def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
 
 def test_the_report_and_the_run_folder_import_no_training_code():
     assert modules_loaded_by("import bionn.report, bionn.run_folder, bionn.report.cli") == []
+
+
+def test_run_records_load_no_data_engine_when_they_write_a_ledger_and_an_attempt(tmp_path):
+    code = (
+        "from bionn.run_folder import Outcome, RunFolder\n"
+        f"folder = RunFolder({str(tmp_path / 'run')!r}); folder.path.mkdir()\n"
+        "folder.write_ledger({'a': 1}); folder.check_ledger({'a': 1})\n"
+        "folder.begin_attempt(None); folder.end_attempt(Outcome.COMPLETED)"
+    )
+    assert modules_loaded_by(code) == []
+    assert {n for n in bionn_imports("run_folder") if n.startswith("bionn.data")} == set()
+
+
+def test_nn_knows_no_run_folder_layout():
+    assert {n for n in bionn_imports("nn") if n.startswith("bionn.run_folder")} == set()

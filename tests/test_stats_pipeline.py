@@ -194,7 +194,7 @@ def test_generate_cli_writes_the_documented_arrays(tmp_path):
     np.testing.assert_array_equal(index, np.arange(3510, 3547))  # val starts after 3500 train samples
     np.testing.assert_array_equal(time, np.arange(501.0))
     np.testing.assert_allclose(conc[:, 0, 0], e0)
-    from bionn.config.schema import resolve_dataset
+    from bionn.config.dataset import resolve_dataset
     from bionn.data.dataset import KineticsDataset
 
     ds = KineticsDataset(resolve_dataset("dtest", str(ROOT / "conf")))

@@ -194,7 +194,7 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
     assert results(straight)["evaluation"] == final["evaluation"]
     assert not (run / "backup").exists()  # a finished run keeps no resume point
     # the best validation epoch survives the interruptions: the straight run's epoch, value and weights
-    assert folder.best_state() == RunFolder(straight).best_state()
+    assert folder.best.state() == RunFolder(straight).best.state()
     assert final["best_epoch"] == 1 + int(np.argmin(folder.history()["val_loss"]))
     for a, b in zip(
         weights(straight, "inference_best.keras"), weights(run, "inference_best.keras"), strict=True

@@ -21,8 +21,9 @@ import numba
 import numpy as np
 from numba import njit
 
-from bionn.config.schema import SPLIT_NAMES, Label, check_dataset, split_sizes
+from bionn.config.dataset import SPLIT_NAMES, Label, check_dataset, split_sizes
 from bionn.data import kinetics
+from bionn.data.draws import sample_state, uniform
 
 # Stream number of the order shuffle's random numbers, apart from all sample streams.
 _ORDER_STREAM = 2**62
@@ -62,10 +63,10 @@ def _buffer_shuffle(seq, buffer_size, seed, epoch):
     out = np.empty_like(seq)
     size = min(buffer_size, n)
     buf = seq[:size].copy()
-    state = kinetics.sample_state(seed, _ORDER_STREAM, epoch)
+    state = sample_state(seed, _ORDER_STREAM, epoch)
     nxt = size
     for pos in range(n):
-        slot = int(kinetics._uniform(state, pos, 0.0, float(size)))
+        slot = int(uniform(state, pos, 0.0, float(size)))
         slot = min(slot, size - 1)
         out[pos] = buf[slot]
         if nxt < n:

@@ -19,7 +19,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from bionn.config.schema import ConfigError, Precision, Schedule
+from bionn.config.errors import ConfigError
+from bionn.config.schema import Precision, Schedule
 from bionn.machine import cpu_flags
 
 # CPU feature flags (/proc/cpuinfo) with which TensorFlow's CPU kernels compute a mixed

@@ -166,8 +166,8 @@ def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
     """bionn-report DIR --to-mlflow URI: one line per run folder, one paragraph for a bad URI or store."""
     from types import SimpleNamespace
 
+    from bionn.config.checks import check_tracking
     from bionn.config.errors import ConfigError
-    from bionn.config.schema import check_tracking
     from bionn.tracking import store_for
 
     try:

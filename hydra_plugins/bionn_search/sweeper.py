@@ -101,7 +101,7 @@ class SearchSweeper(Sweeper):
     def _check_trials(self, spec: SearchSpec, arguments: list[str]) -> None:
         """Compose the config at both ends of every range, for every choice and every enqueued trial:
         an unknown key or a value the config refuses is named before any trial starts."""
-        from bionn.config.schema import check_run
+        from bionn.config.checks import check_run
 
         base = self._compose(arguments, None, spec)
         for key, param in spec.params.items():
@@ -138,7 +138,7 @@ class SearchSweeper(Sweeper):
         except (HydraException, ValueError) as err:
             from omegaconf.errors import OmegaConfBaseException
 
-            from bionn.config.schema import describe_omegaconf_error
+            from bionn.config.errors import describe_omegaconf_error
 
             cause = err.__cause__
             omegaconf_error = isinstance(cause, OmegaConfBaseException)
