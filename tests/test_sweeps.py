@@ -24,8 +24,8 @@ from bionn.report.cli import main as report_main
 from bionn.report.read import watch_states
 from bionn.run_folder import RunFolder
 from bionn.sweep import main as sweep_main
+from bionn.sweep_arrays import plan_arrays
 from bionn.sweep_folder import SWEEP, Job, SweepFolder
-from hydra_plugins.bionn_launcher.launcher import plan_arrays
 
 FOUR = ["model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2,3,4"]
 
@@ -292,7 +292,7 @@ def test_detached_sweep_split_into_arrays_returns_at_once_completes_and_is_watch
 def test_a_job_whose_attempt_still_runs_on_this_host_is_live_and_named(tmp_path):
     from bionn.run_folder import Outcome
     from bionn.sweep_folder import Job
-    from hydra_plugins.bionn_launcher.launcher import live_jobs
+    from bionn.sweep_live import live_jobs
 
     folder = SweepFolder(tmp_path)
     jobs = [Job(0, ("runtime.seed=1",), "0"), Job(1, ("runtime.seed=2",), "1")]
@@ -301,11 +301,11 @@ def test_a_job_whose_attempt_still_runs_on_this_host_is_live_and_named(tmp_path)
     ended = RunFolder(tmp_path / "1")
     ended.begin_attempt(None)
     ended.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
-    assert live_jobs(folder, jobs) == {
+    assert live_jobs(folder, jobs, queue=None) == {
         0: f"process {os.getpid()} on {os.uname().nodename} trains it (stop it: kill -INT {os.getpid()})"
     }
     running.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
-    assert live_jobs(folder, jobs) == {}
+    assert live_jobs(folder, jobs, queue=None) == {}
 
 
 @pytest.mark.slow
