@@ -316,3 +316,20 @@ def test_the_launchers_other_words_are_kept():
         "bionn-sweep resume multirun/s"
     )
     assert "; the jobs go on in Slurm. Follow it:" in interrupted_message(sweep, "slurm")
+
+
+def test_in_a_launch_that_does_not_wait_the_last_job_to_end_writes_the_report(tmp_path, monkeypatch):
+    from bionn.report import SweepReport
+
+    monkeypatch.chdir(tmp_path)
+    folder, jobs = SweepFolder(tmp_path / "sweep"), jobs_of(1, 2)
+    folder.record_launch(jobs, ["runtime.seed=1,2"], {}, {})
+    hydra = {"sweep": {"dir": "sweep"}, "runtime": {"cwd": str(tmp_path)}, "launcher": {"wait": False}}
+    finish(folder.run_folder(jobs[0]), TASK)
+    SweepReport().on_job_end(config=OmegaConf.create({"hydra": hydra}))
+    assert not (folder / "summary.csv").exists()  # job 1 runs on
+    finish(folder.run_folder(jobs[1]), TASK, loss=None, status="failed")
+    SweepReport().on_job_end(config=OmegaConf.create({"hydra": hydra | {"launcher": {"wait": True}}}))
+    assert not (folder / "summary.csv").exists()  # a waiting launch reports at the sweep's end
+    SweepReport().on_job_end(config=OmegaConf.create({"hydra": hydra}))
+    assert (folder / "summary.csv").read_text().count("\n") == 3  # the header and both jobs

@@ -102,8 +102,9 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         if not self.wait:
             job_ids = [str(j.job_id) for j in submitted.values()]
             print(submitted_message(folder.path, self._EXECUTOR, job_ids, len(plan.finished)), flush=True)
-        returns, failures = self._returns(folder, plan, submitted)
-        if failures and not sweep_report_collects_failures(self.config.hydra):  # else the report shows them
+        collected = sweep_report_collects_failures(self.config.hydra)  # the sweep report shows the failures
+        returns, failures = self._returns(folder, plan, submitted, collected)
+        if failures and not collected:
             report = failures_report(failures, len(plan.todo), folder.path)
             log.error(report)
             print(report, file=sys.stderr)
@@ -111,10 +112,11 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
         return returns
 
     def _returns(
-        self, folder: SweepFolder, plan: LaunchPlan, submitted: dict[int, Any]
+        self, folder: SweepFolder, plan: LaunchPlan, submitted: dict[int, Any], collected: bool
     ) -> tuple[list[JobReturn], list[tuple[str, str]]]:
         """Every job's return (waiting for the submitted ones when the launch waits), and (the job, why)
-        of each that ended without a result, noted in the sweep folder for the sweep report."""
+        of each that ended without a result; noted in the sweep folder when the sweep report is `collected`
+        there (bionn.outcome.sweep_report_collects_failures)."""
         returns, failures = [], []
         for job in plan.jobs:
             if job.num in plan.finished:
@@ -131,18 +133,18 @@ class _SweepLauncher(plugin.BaseSubmititLauncher):
                     print(interrupted_message(folder.path, self._EXECUTOR), file=sys.stderr, flush=True)
                     raise SystemExit(130) from None
                 if ret.status == JobStatus.FAILED:
-                    failures.append(self._failure(folder, job, submitted[job.num], ret))
+                    failures.append(self._failure(folder, job, submitted[job.num], ret, collected))
                     ret = Failed(ret.overrides, status=JobStatus.FAILED, _return_value=ret._return_value)
             returns.append(ret)
         return returns, failures
 
-    def _failure(self, folder: SweepFolder, job: Job, submitit_job: Any, ret: JobReturn) -> tuple[str, str]:
-        """(the job, why it ended without a result), noted in the sweep folder."""
+    def _failure(self, folder: SweepFolder, job: Job, sj: Any, ret: JobReturn, note: bool) -> tuple[str, str]:
+        """(the job, why it ended without a result); noted in the sweep folder for its report if `note`."""
         raised = ret._return_value if isinstance(ret._return_value, BaseException) else None
         run = folder.run_folder(job)
-        sj = submitit_job
         label, why = describe_failure(job, run, str(sj.job_id), sj.state, sj.paths.stderr, raised)
-        folder.note_ended(run.path, list(job.overrides), why)
+        if note:
+            folder.note_ended(run.path, list(job.overrides), why)
         return label, why
 
     def _job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
