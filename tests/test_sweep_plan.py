@@ -8,6 +8,7 @@ given as the dict bionn.slurm.queue_states returns (the launcher asks squeue for
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from conftest import absent_pid
 from omegaconf import OmegaConf
 
 from bionn.config.errors import ConfigError
-from bionn.run_folder import ERROR, FINAL, RunFolder, finished_validation_loss
-from bionn.sweep_arrays import Array, job_resources, refused_message
+from bionn.run_folder import ERROR, FINAL, Outcome, RunFolder, finished_validation_loss
+from bionn.sweep_arrays import Array, job_resources, plan_arrays, refused_message
 from bionn.sweep_end import SweepJobFailed, describe_failure, failures_report, interrupted_message
 from bionn.sweep_folder import ENDED_JOBS, SWEEP, Job, SweepFolder, SweepFolderError, SweepRefused
 from bionn.sweep_live import live_jobs, live_message, local_job_alive
@@ -182,6 +183,21 @@ def test_per_job_rules_apply_in_order_by_key_or_config_group_and_bad_ones_are_na
         job_resources(cfg, [{"when": {"colour": "red"}, "mem_gb": 8}])
 
 
+def test_arrays_group_equal_resources_split_at_the_limit_and_share_the_parallelism():
+    jobs = [({"mem_gb": 4 if n < 5 else 8}, Job(n, (f"x={n}",), str(n))) for n in range(7)]
+    arrays = plan_arrays(jobs, max_size=3, parallelism=4)
+    assert [[j.num for j in a.jobs] for a in arrays] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [a.params["mem_gb"] for a in arrays] == [4, 4, 8]
+    assert sum(a.throttle for a in arrays) == 4 and all(a.after is None for a in arrays)
+    # More arrays than the parallelism: one job at a time each, and at most 2 arrays at once.
+    arrays = plan_arrays(jobs, max_size=2, parallelism=2)
+    assert [a.throttle for a in arrays] == [1, 1, 1, 1]
+    assert [a.after for a in arrays] == [None, None, 0, 1]
+    # No limit and enough parallelism: one array per resource set, every job at once.
+    arrays = plan_arrays(jobs, max_size=None, parallelism=256)
+    assert [len(a.jobs) for a in arrays] == [5, 2] and [a.throttle for a in arrays] == [5, 2]
+
+
 def test_an_array_records_its_ids_and_a_refused_one_is_told_in_one_paragraph(tmp_path):
     array = Array({"mem_gb": 4}, jobs_of(1, 2), throttle=2)
     record = array.record(["77_0", "77_1"])
@@ -205,6 +221,21 @@ def test_an_array_records_its_ids_and_a_refused_one_is_told_in_one_paragraph(tmp
 
 
 # ---- liveness ---------------------------------------------------------------------------
+
+
+def test_a_job_whose_attempt_still_runs_on_this_host_is_live_and_named(tmp_path):
+    folder = SweepFolder(tmp_path)
+    jobs = [Job(0, ("runtime.seed=1",), "0"), Job(1, ("runtime.seed=2",), "1")]
+    running = RunFolder(tmp_path / "0")
+    running.begin_attempt(None)  # this test's process: alive on this host, no Slurm job
+    ended = RunFolder(tmp_path / "1")
+    ended.begin_attempt(None)
+    ended.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
+    assert live_jobs(folder, jobs, queue=None) == {
+        0: f"process {os.getpid()} on {os.uname().nodename} trains it (stop it: kill -INT {os.getpid()})"
+    }
+    running.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
+    assert live_jobs(folder, jobs, queue=None) == {}
 
 
 @pytest.fixture
