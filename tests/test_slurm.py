@@ -254,7 +254,7 @@ def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slur
     rest of submitit are real."""
     import submitit
 
-    from hydra_plugins.bionn_launcher.launcher import _slurm_job_ended
+    from bionn.sweep_live import slurm_job_ended
 
     executor = submitit.SlurmExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(cpus_per_task=1, time=10)
@@ -275,8 +275,8 @@ def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slur
     with monkeypatch.context() as m:
         m.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
         assert job.done(force_check=True) and job.state == "NODE_FAIL"  # submitit alone stops waiting here
-        assert not _slurm_job_ended(job)  # squeue still runs it
-    while not _slurm_job_ended(job):
+        assert not slurm_job_ended(job)  # squeue still runs it
+    while not slurm_job_ended(job):
         assert time.time() < deadline, "the job did not end"
         time.sleep(1)
     assert job.result() == "done\n"  # the job's own end, its result

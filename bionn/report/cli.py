@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from bionn.io import atomic_write_bytes
-from bionn.outcome import ENDED
 from bionn.report.read import (
     NOT_STARTED,
     BaselineProvider,
@@ -36,9 +36,9 @@ from bionn.report.search import (
     worker_states,
     write_search,
 )
-from bionn.run_folder import ERROR, MARKERS, Status, now
+from bionn.run_folder import ERROR, MARKERS, RunFolderError, Status, now
 from bionn.slurm import queue_states
-from bionn.sweep_folder import SweepFolderError
+from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
@@ -52,7 +52,8 @@ def write_report(
 ) -> tuple[list[JobSummary], str]:
     """Read every run under root, write summary.{csv,md,png} into out (default root); in a search folder
     also search.csv, best.yaml and search.png (bionn.report.search). ended: (run folder, overrides, why)
-    of the sweep's jobs that ended without a result in their folder (bionn.outcome.ENDED): failed rows.
+    of the sweep's jobs that ended without a result in their folder (bionn.sweep_folder.ENDED_JOBS): failed
+    rows.
 
     Returns the jobs (model runs, then baseline rows) and the markdown text (the search's trials first).
     """
@@ -120,12 +121,11 @@ class SweepReport(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not OmegaConf.select(config, "hydra.launcher.wait", default=True):
-            return  # the jobs were only submitted: the last one to end writes the report
-        # Jobs that ended without a result in their run folder (refused before anything was written,
-        # raised in another process, killed): only this process knows them (bionn.outcome.ENDED).
-        ended, ENDED[:] = list(ENDED), []
+            return  # the jobs were only submitted: the last one to end writes the report (on_job_end)
         try:
-            jobs, text = write_report(sweep_dir, ended=ended)
+            # Jobs that ended without a result in their run folder (refused before anything was written,
+            # raised in another process, killed), as this process noted them in the sweep folder.
+            jobs, text = write_report(sweep_dir, ended=SweepFolder(sweep_dir).take_ended())
         except Exception as err:
             print(
                 f"bionn-report: could not report on {sweep_dir}: {type(err).__name__}: {err}", file=sys.stderr
@@ -140,6 +140,26 @@ class SweepReport(Callback):
         if failed:
             print(f"bionn: {len(failed)} of {len(jobs)} job(s) failed", file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+    def on_job_end(self, config: Any, **kwargs: Any) -> None:
+        """In a launch that did not wait (hydra.launcher.wait=false): once every job of the sweep has ended,
+        write the sweep report. Each job asks after its own end is recorded, so the last one to end sees
+        every other end."""
+        from omegaconf import OmegaConf
+
+        if OmegaConf.select(config, "hydra.launcher.wait", default=True):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_absolute():  # relative to where it was launched; the job may have left (chdir)
+            sweep_dir = Path(os.path.relpath(Path(str(config.hydra.runtime.cwd)) / sweep_dir))
+        try:
+            if SweepFolder(sweep_dir).every_job_ended():
+                write_report(sweep_dir)
+                log.info("every job of the sweep ended; wrote the sweep report in %s", sweep_dir)
+        except (SweepFolderError, RunFolderError, OSError) as err:
+            log.warning(
+                "could not write the sweep report of %s: %s (bionn-report %s)", sweep_dir, err, sweep_dir
+            )
 
 
 def to_mlflow(

@@ -103,6 +103,7 @@ __all__ = [
     "StateFolder",
     "Status",
     "find_runs",
+    "finished_validation_loss",
     "fingerprint",
     "format_history",
     "ledger_excluded",
@@ -316,3 +317,10 @@ def find_runs(root: Path) -> list[RunFolder]:
 def remove_backup(folder: RunFolder) -> None:
     """Once final_results.json marks the run finished, its resume point is no longer needed."""
     shutil.rmtree(folder / BACKUP, ignore_errors=True)
+
+
+def finished_validation_loss(final: dict) -> float:
+    """What a finished run hands to Hydra (its sweeper minimises it): the validation loss of its
+    final_results.json `final`; infinity where it has none."""
+    loss = ((final.get("evaluation") or {}).get("validation") or {}).get("loss")
+    return float("inf") if loss is None else float(loss)
