@@ -7,6 +7,8 @@ feature column is scaled to unit variance (training moments) before the penalty,
 so one alpha fits every dataset; alpha is chosen on the validation split (best
 mean per-output R2) from ALPHAS, and the test split is scored on the original
 label scale. Results are cached as JSON under `<stats cache dir>/baseline/<key>.json`.
+This module loads the data engine (bionn.data, Numba); the report reaches it only through
+bionn.report.read.ridge_baseline, lazily.
 """
 
 from __future__ import annotations
