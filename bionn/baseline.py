@@ -153,6 +153,7 @@ def baseline_key(ds: KineticsDataset, max_train: int | None = None) -> str:
 
 
 def baseline_path(ds: KineticsDataset, cache_dir: str | os.PathLike | None = None, max_train=None) -> Path:
+    """Where the cached ridge result of `ds` lives: <cache_dir or the default>/baseline/<name>-<key>.json."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     return folder / "baseline" / f"{ds.name}-{baseline_key(ds, max_train)}.json"
 

@@ -63,17 +63,20 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` atomically to `path`; returns the path."""
     with atomic_open(path) as handle:
         handle.write(data)
     return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON (NumPy values and paths as plain ones) atomically; returns the path."""
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"
     return atomic_write_bytes(path, text.encode())
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Write `arrays` as an .npz archive atomically; returns the path."""
     with atomic_open(path) as handle:
         np.savez(handle, **arrays)
     return Path(path)

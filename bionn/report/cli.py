@@ -195,6 +195,7 @@ def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`bionn-report` with argv (default sys.argv[1:]); returns its exit code."""
     parser = argparse.ArgumentParser(
         prog="bionn-report", description="Sweep report of a run or multirun folder."
     )

@@ -171,6 +171,7 @@ SWEEP_NAME = "sweep.json"
 
 
 def natural(name: str) -> list:
+    """A sort key that orders numbers in a name by value (job 2 before job 10)."""
     import re
 
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]

@@ -28,6 +28,7 @@ def metric_columns(jobs: list[JobSummary]) -> list[str]:
 
 
 def common_overrides(jobs: list[JobSummary]) -> list[str]:
+    """The overrides every run shares (left out of their labels); none with fewer than two runs."""
     runs = [job for job in jobs if job.status != BASELINE]
     if len(runs) < 2:
         return []
@@ -64,6 +65,7 @@ def job_label(job: JobSummary, drop_overrides: list[str] = (), width: int = 45) 
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table, its columns padded to their widest cell."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:

@@ -28,11 +28,14 @@ _COUNTED = {Status.COMPLETED.value, Status.EARLY_STOPPED.value}
 
 @dataclass
 class RepeatGroup:
+    """Finished jobs that differ only in runtime.seed."""
+
     overrides: list[str]  # shared by the group's jobs (the seed left out)
     jobs: list[JobSummary]
 
     @property
     def seeds(self) -> list[str]:
+        """The group's seeds, in the order of its jobs."""
         return [_seed(job) or "?" for job in self.jobs]
 
     def metrics(self) -> dict[str, tuple[float, float]]:

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 @dataclass
 class ObjectiveConf:
+    """What a trial is scored by: hydra.sweeper.objective."""
+
     # A metric every run logs in history.csv: val_<metric> is the validation split's (select on it),
     # <metric> the training split's; e.g. val_r2_mean, val_loss, val_mean_absolute_error.
     metric: str = "val_r2_mean"
@@ -16,6 +18,8 @@ class ObjectiveConf:
 
 @dataclass
 class SamplerConf:
+    """How the next trial's values are drawn: hydra.sweeper.sampler."""
+
     # tpe (with constant liar, so parallel workers spread out) or random.
     name: str = "tpe"
     # The sampler draws trial n with seed + n: a search is reproducible in its parameters.
@@ -26,6 +30,8 @@ class SamplerConf:
 
 @dataclass
 class PrunerConf:
+    """When a trial is stopped early: hydra.sweeper.pruner."""
+
     # median, percentile, threshold, successive_halving or none.
     name: str = "median"
     # median/percentile: trials that must end before any is pruned.
@@ -41,6 +47,8 @@ class PrunerConf:
 
 @dataclass
 class SearchConf:
+    """hydra.sweeper of a search: the space, the objective, the study's size and its workers' heartbeat."""
+
     # {<config key or group>: <Hydra sweep>}: interval(a, b), range(a, b[, step]), choice(x, ...),
     # tag(log, interval(a, b)). Integer bounds draw integers.
     params: dict[str, Any] = field(default_factory=dict)

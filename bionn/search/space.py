@@ -69,6 +69,7 @@ class Param:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
     def contains(self, value: Any) -> bool:
+        """True when `value` is one this key can take (an enqueued trial's value, say)."""
         if self.kind == "choice":
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -76,6 +77,7 @@ class Param:
         return self.low <= value <= self.high and (self.kind == "float" or float(value).is_integer())
 
     def distribution(self) -> Any:
+        """Optuna's distribution of this key (Optuna imported here, on demand)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.kind == "choice":
@@ -91,7 +93,8 @@ class Param:
 
 @dataclass
 class SearchSpec:
-    """What a search is: compared with the sweep folder's record before anything runs."""
+    """What a search is, checked: a node of bionn.search.schema's SearchConf (its keys and defaults) with its
+    params parsed and its direction resolved. Compared with the sweep folder's record before anything runs."""
 
     source: str  # the file the search was composed from (for messages)
     params: dict[str, Param]
@@ -148,6 +151,7 @@ class SearchSpec:
         return spec
 
     def check_enqueued(self) -> None:
+        """SearchError naming the enqueued trial with an unsearched key or a value outside its range."""
         for number, trial in enumerate(self.enqueue):
             where = f"{self.source}: hydra.sweeper.enqueue[{number}]"
             unknown = sorted(set(trial) - set(self.params))
@@ -171,6 +175,7 @@ class SearchSpec:
         }
 
     def distributions(self) -> dict[str, Any]:
+        """{searched key: Optuna distribution}."""
         return {k: p.distribution() for k, p in self.params.items()}
 
     def split_and_metric(self) -> tuple[str, str]:

@@ -10,6 +10,8 @@ from bionn.search.schema import SearchConf
 
 @dataclass
 class SearchSweeperConf(SearchConf):
+    """SearchConf with the sweeper Hydra instantiates."""
+
     _target_: str = "hydra_plugins.bionn_search.sweeper.SearchSweeper"
 
 
