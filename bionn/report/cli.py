@@ -24,18 +24,11 @@ from bionn.report.read import (
     ridge_baseline,
     watch_states,
 )
-from bionn.report.render import render_csv, render_markdown, render_png, render_watch
-from bionn.report.repeats import REPEAT_FILES, repeat_groups, repeats_csv, repeats_png
-from bionn.report.search import (
-    SEARCH_FILES,
-    is_search,
-    launched_on_cluster,
-    read_search,
-    render_search_watch,
-    search_ended,
-    worker_states,
-    write_search,
-)
+from bionn.report.render import render_csv, render_markdown, render_watch, write_summary_png
+from bionn.report.repeats import REPEAT_FILES, repeat_groups, repeats_csv, write_repeats_png
+from bionn.report.search import is_search, read_search
+from bionn.report.search_render import SEARCH_FILES, write_search
+from bionn.report.search_watch import launched_on_cluster, render_search_watch, search_ended, worker_states
 from bionn.run_folder import ERROR, MARKERS, RunFolderError, Status, now
 from bionn.slurm import queue_states
 from bionn.sweep_folder import SweepFolder, SweepFolderError
@@ -51,7 +44,7 @@ def write_report(
     ended: list[tuple[str, list[str], str]] = (),
 ) -> tuple[list[JobSummary], str]:
     """Read every run under root, write summary.{csv,md,png} into out (default root); in a search folder
-    also search.csv, best.yaml and search.png (bionn.report.search). ended: (run folder, overrides, why)
+    also search.csv, best.yaml and search.png (search_render.py). ended: (run folder, overrides, why)
     of the sweep's jobs that ended without a result in their folder (bionn.sweep_folder.ENDED_JOBS): failed
     rows.
 
@@ -66,7 +59,7 @@ def write_report(
     if not runs:
         notes.append(f"no run folder under {root} (none holds any of {', '.join(MARKERS)})")
     try:
-        atomic_write_bytes(out / "summary.png", render_png(jobs))
+        write_summary_png(jobs, out / "summary.png")
     except Exception as err:  # a plot must not hide the table
         notes.append(f"summary.png not written ({type(err).__name__}: {err})")
     groups = repeat_groups(runs)
@@ -75,7 +68,7 @@ def write_report(
     if groups:
         atomic_write_bytes(out / "repeats.csv", repeats_csv(groups).encode())
         try:
-            atomic_write_bytes(out / "repeats.png", repeats_png(groups))
+            write_repeats_png(groups, out / "repeats.png")
         except Exception as err:  # a plot must not hide the table
             notes.append(f"repeats.png not written ({type(err).__name__}: {err})")
     text = render_markdown(root, jobs, notes)
@@ -222,6 +215,7 @@ def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`bionn-report` with argv (default sys.argv[1:]); returns its exit code."""
     parser = argparse.ArgumentParser(
         prog="bionn-report", description="Sweep report of a run or multirun folder."
     )

@@ -32,6 +32,8 @@ WORKER_DIR = "workers"
 
 
 class SearchSweeper(Sweeper):
+    """Hydra's sweeper for `hparams_search=...`: checks the search, records it, launches its workers."""
+
     def __init__(self, **params: Any) -> None:
         self.params = params
         self.config: DictConfig | None = None
@@ -47,6 +49,8 @@ class SearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Check and record the search of the command's overrides (`arguments`), then launch n_workers
+        worker jobs; a refusal is one line on stderr and exit 1. Returns the launcher's job returns."""
         from bionn.search.folder import SearchFolder
 
         assert self.config is not None
