@@ -26,10 +26,11 @@ import time
 
 import numpy as np
 
+from bionn.backend.tensorflow import make_dataset
 from bionn.clock import EpochClock
 from bionn.config.schema import resolve_dataset
 from bionn.data.dataset import KineticsDataset
-from bionn.data.pipeline import CHUNK_SAMPLES, make_dataset
+from bionn.data.pipeline import CHUNK_SAMPLES
 from bionn.data.stats import load_or_compute_statistics
 
 STATS_SAMPLES = 4096

@@ -182,9 +182,9 @@ def accuracy(args) -> dict:
 def input_cost(args) -> dict:
     import keras
 
+    from bionn.backend.tensorflow import make_dataset
     from bionn.clock import EpochClock
     from bionn.data.dataset import KineticsDataset
-    from bionn.data.pipeline import make_dataset
     from bionn.data.stats import load_or_compute_statistics
     from bionn.nn.model import build_model, compile_model
 
