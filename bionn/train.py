@@ -9,14 +9,22 @@ attempt is recorded with how it ended: completed; interrupted (a signal such
 as SIGTERM, SIGUSR2 or Ctrl-C, a requeue: never a failure, the same command
 resumes); or failed (error.json, final_results.json with status failed, a
 non-zero exit; inside a multirun reported by bionn.report.SweepReport the job
-returns instead and the report exits non-zero when the sweep ends). Each step
-lives in bionn.run; the framework under Keras is reached through bionn.backend.
+returns instead and the report exits non-zero when the sweep ends).
+
+Check everything, then write: the folder's ledger is read first (claim: a refusal
+writes nothing), then every check that needs no training runs (check_run, and
+prepare: the device layout, dataset and model built and compiled on the config
+alone) before the statistics are computed and before the ledger is written. A
+config error is recorded as a failed attempt (error.json) without a ledger, so
+the corrected config runs in the same folder. Each step lives in bionn.run; the
+framework under Keras is reached through bionn.backend.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,15 +37,21 @@ from bionn.outcome import RecordedFailure
 from bionn.run.artefacts import hydra_files
 from bionn.run.claim import claim, finished_loss, take
 from bionn.run.ending import end_attempt
+from bionn.run.finish import finish
 from bionn.run.setup import checked, open_tracker
+from bionn.run.signals import observe_signals
+from bionn.run.training import build, fit
 from bionn.run_folder import RunFolder
 from bionn.slurm import current_worker
+
+if TYPE_CHECKING:
+    import keras
 
 
 def run(
     cfg: DictConfig,
     run_dir: Path | None = None,
-    callbacks: list | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     overrides: list[str] | None = None,
 ) -> float:
     """Train one composed config; returns the final validation loss (what a sweeper minimises). A failed
@@ -52,25 +66,16 @@ def run(
 def attempt(
     cfg: DictConfig,
     run_dir: Path | None = None,
-    callbacks: list | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     overrides: list[str] | None = None,
 ) -> float:
-    """run()'s story; a failed attempt ends as RecordedFailure, Ctrl-C as RecordedInterrupt (bionn.outcome).
-
-    Check everything, then write: the folder's ledger is read first (claim: a refusal writes nothing),
-    then every check that needs no training runs (check_run, and prepare: the device layout, dataset
-    and model built and compiled on the config alone) before the statistics are computed and before
-    the ledger is written. A config error is recorded as a failed attempt (error.json) without a
-    ledger, so the corrected config runs in the same folder.
+    """run()'s story (the module's docstring); a failed attempt ends as RecordedFailure, Ctrl-C as
+    RecordedInterrupt (bionn.outcome), what the entry point train.py ends in one paragraph.
 
     run_dir: the run folder (default: Hydra's output folder of this job, or the working directory).
     callbacks: extra Keras callbacks (a search's pruning, bionn.search); a callback with a true
     `pruned` attribute at the end makes the run's status pruned. overrides: what .hydra/overrides.yaml
     records, when the config was composed by bionn rather than by Hydra for this job (a search trial)."""
-    from bionn.run.finish import finish
-    from bionn.run.signals import observe_signals
-    from bionn.run.training import build, fit
-
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))

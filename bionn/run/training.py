@@ -82,8 +82,6 @@ def build(
 ) -> Training:
     """The statistics, the feeds, the model's label scaling and compilation, its callbacks, and the
     resume point. extra_callbacks: a search's pruning (bionn.search); tracker: logs every committed epoch."""
-    import keras
-
     from bionn import backend
     from bionn.clock import EpochClock
     from bionn.nn.callbacks import HistoryCSV, RunBackup
@@ -91,22 +89,15 @@ def build(
     print_config_tree(cfg)
     chief = setup.worker.is_chief
     stats = _statistics(cfg, setup, folder)
-    engine = backend.current()
     clock = EpochClock()
-    train_data = engine.feed(setup.strategy, setup.worker, setup.ds, "train", stats, clock)
-    splits = {
-        s: engine.feed(setup.strategy, setup.worker, setup.ds, s, stats, EpochClock()) for s in SPLIT_KEYS
-    }
+    train_data, splits = _feeds(setup, stats, clock)
     r2, schedule_callbacks = _compile(cfg, setup, stats)
     if chief:
+        devices = backend.current().devices()
         folder.write_json(
-            INFO, info(cfg, setup.ds, stats, setup.model, setup.strategy, setup.worker, engine.devices())
+            INFO, info(cfg, setup.ds, stats, setup.model, setup.strategy, setup.worker, devices)
         )
-    early = None
-    if cfg.training.early_stopping_patience:
-        early = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
-        )
+    early = _early_stopping(cfg)
     backup = RunBackup(folder, early, write=chief, pruners=list(extra_callbacks))
     if tracker is not None:
         backup.on_commit.append(tracker.log_epoch)
@@ -131,14 +122,37 @@ def build(
     )
 
 
+def _feeds(setup: Setup, stats: Statistics, clock: EpochClock) -> tuple[Any, dict[str, Any]]:
+    """The backend's feeds: the training split's (its epoch read from `clock`) and every split's for
+    evaluation (each with its own clock: evaluation feeds the same order every epoch)."""
+    from bionn import backend
+    from bionn.clock import EpochClock
+
+    engine = backend.current()
+    train_data = engine.feed(setup.strategy, setup.worker, setup.ds, "train", stats, clock)
+    splits = {
+        s: engine.feed(setup.strategy, setup.worker, setup.ds, s, stats, EpochClock()) for s in SPLIT_KEYS
+    }
+    return train_data, splits
+
+
+def _early_stopping(cfg: DictConfig) -> keras.callbacks.EarlyStopping | None:
+    """Early stopping on val_loss after training.early_stopping_patience epochs; None without it."""
+    import keras
+
+    if not cfg.training.early_stopping_patience:
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True
+    )
+
+
 def _statistics(cfg: DictConfig, setup: Setup, folder: RunFolder) -> Statistics:
     """The normalisation statistics (cached); the chief keeps them in the run folder too."""
     from bionn.data.stats import load_or_compute_statistics, save_statistics
 
     stats = load_or_compute_statistics(setup.ds, cfg.training.use_stats_of, cfg.runtime.stats_cache_dir)
-    if (
-        setup.worker.is_chief
-    ):  # the run folder keeps them: its inference models need no cache (bionn.nn.inference)
+    if setup.worker.is_chief:  # the folder's inference models need no cache (bionn.nn.inference)
         save_statistics(folder / STATISTICS, stats)
     return stats
 
