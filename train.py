@@ -12,11 +12,11 @@ register_schemas()
 def main(cfg: DictConfig) -> float:
     from bionn.outcome import end_cleanly
     from bionn.search.worker import is_search_worker, work
-    from bionn.train import attempt
+    from bionn.train import run
 
     # A job of hparams_search=... is a search worker: it trains trials until the study has them all.
     # A refusal, a config error or Ctrl-C ends in one paragraph and its exit code (bionn.outcome).
-    return end_cleanly(lambda: work(cfg) if is_search_worker() else attempt(cfg))
+    return end_cleanly(lambda: work(cfg) if is_search_worker() else run(cfg, raise_recorded=True))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from bionn.config.layers import check_layers
 from bionn.config.schema import ConfigError, describe_omegaconf_error
 from bionn.config.sources import source_of
 from bionn.console import quiet_tensorflow, setup_logging
-from bionn.outcome import RecordedFailure
 from bionn.run.artefacts import hydra_files
 from bionn.run.claim import claim, finished_loss, take
 from bionn.run.ending import end_attempt
@@ -53,29 +52,16 @@ def run(
     run_dir: Path | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     overrides: list[str] | None = None,
+    raise_recorded: bool = False,
 ) -> float:
-    """Train one composed config; returns the final validation loss (what a sweeper minimises). A failed
-    attempt is recorded, then its error raised as it was raised (arguments: see attempt)."""
-    try:
-        return attempt(cfg, run_dir, callbacks, overrides)
-    except RecordedFailure as recorded:
-        error = recorded.error
-    raise error  # outside the handler: the error's own traceback and causes, not the wrapper's
-
-
-def attempt(
-    cfg: DictConfig,
-    run_dir: Path | None = None,
-    callbacks: list[keras.callbacks.Callback] | None = None,
-    overrides: list[str] | None = None,
-) -> float:
-    """run()'s story (the module's docstring); a failed attempt ends as RecordedFailure, Ctrl-C as
-    RecordedInterrupt (bionn.outcome), what the entry point train.py ends in one paragraph.
+    """Train one composed config; returns the final validation loss (what a sweeper minimises).
 
     run_dir: the run folder (default: Hydra's output folder of this job, or the working directory).
     callbacks: extra Keras callbacks (a search's pruning, bionn.search); a callback with a true
     `pruned` attribute at the end makes the run's status pruned. overrides: what .hydra/overrides.yaml
-    records, when the config was composed by bionn rather than by Hydra for this job (a search trial)."""
+    records, when the config was composed by bionn rather than by Hydra for this job (a search trial).
+    A failed attempt is recorded, then its error raised, as RecordedFailure with raise_recorded (what
+    train.py ends in one line, bionn.outcome); Ctrl-C after the record raises RecordedInterrupt."""
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))
@@ -98,7 +84,7 @@ def attempt(
             training = build(cfg, setup, folder, callbacks or [], tracker)
             return finish(training, fit(training), started)
         except BaseException as err:
-            return end_attempt(folder, err, signals, started, worker, tracker)
+            return end_attempt(folder, err, signals, started, worker, tracker, raise_recorded)
 
 
 def run_directory() -> Path:

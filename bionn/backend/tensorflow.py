@@ -16,7 +16,7 @@ from bionn.backend import PORT_STRIDE, port_base
 from bionn.clock import EpochClock
 from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
-from bionn.data.pipeline import WHOLE, ReplicaShard, batch_source
+from bionn.data.pipeline import BatchSource, ReplicaShard, batch_source
 from bionn.data.stats import Statistics
 from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
@@ -136,17 +136,10 @@ def patch_keras_multi_worker() -> None:
     trainer._bionn_multi_worker_patch = True
 
 
-def make_dataset(
-    ds: KineticsDataset,
-    split: str,
-    stats: Statistics,
-    clock: EpochClock | None = None,
-    batch_size: int | None = None,
-    shard: ReplicaShard = WHOLE,
-) -> tf.data.Dataset:
-    """Normalised (features, labels) batches of one split as a tf.data pipeline (arguments: see
-    bionn.data.pipeline.batch_source); cardinality is known, so Keras shows steps."""
-    source = batch_source(ds, split, stats, clock, batch_size, shard)
+def make_dataset(source: BatchSource) -> tf.data.Dataset:
+    """A batch source's batches (bionn.data.pipeline.batch_source) as a tf.data pipeline; cardinality is
+    known, so Keras shows steps."""
+    ds, shard = source.ds, source.shard
     feature_shape = (None, *ds.feature_shape)
     label_shape = (None, ds.n_labels)
 
@@ -193,13 +186,13 @@ def feed(
     """One split's pipeline; with several workers, each worker's replicas get their slices of every batch
     (bionn.run checked that the batch splits evenly across the replicas)."""
     if worker.count == 1:
-        return make_dataset(ds, split, stats, clock)
+        return make_dataset(batch_source(ds, split, stats, clock))
     replicas = strategy.num_replicas_in_sync
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines
         shard = ReplicaShard(first=context.input_pipeline_id * local, count=local, total=replicas)
-        return make_dataset(ds, split, stats, clock, shard=shard)
+        return make_dataset(batch_source(ds, split, stats, clock, shard=shard))
 
     return strategy.distribute_datasets_from_function(per_worker)
 

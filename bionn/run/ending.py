@@ -26,10 +26,11 @@ def end_attempt(
     started: float,
     worker: Worker,
     tracker: MlflowTracker | None = None,
+    raise_recorded: bool = False,
 ) -> float:
     """Record how the attempt ended (err: what ended it; signals: the names received; started: the
-    attempt's start, time.time()); raise it again (a recorded end as RecordedInterrupt or RecordedFailure),
-    or return infinity for a failed job of a reported sweep."""
+    attempt's start, time.time()); raise it again (Ctrl-C as RecordedInterrupt, a failure as
+    RecordedFailure with raise_recorded), or return infinity for a failed job of a reported sweep."""
     interrupted = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and bool(signals))
     if not worker.is_chief:  # the chief records; a worker's end is in its own log
         raise err
@@ -42,7 +43,7 @@ def end_attempt(
     if isinstance(err, Exception) and sweep_report_collects_failures():
         log.error("the sweep goes on; the sweep report names this job (%s)", folder.path)
         return float("inf")
-    if isinstance(err, Exception):  # error.json holds its traceback: bionn.outcome ends it without one
+    if raise_recorded and isinstance(err, Exception):  # error.json holds its traceback: ended without one
         raise RecordedFailure(err) from err
     raise err
 
