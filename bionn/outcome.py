@@ -37,6 +37,20 @@ from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 log = logging.getLogger("bionn")
 
+
+class RecordedInterrupt(KeyboardInterrupt):
+    """Ctrl-C after bionn.train recorded the attempt as interrupted and said how to resume it."""
+
+
+class RecordedFailure(Exception):
+    """A failed attempt that bionn.train recorded (error.json holds the traceback) and logged;
+    `error` is what was raised."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 DESIGNED = (ConfigError, RunFolderError, SweepFolderError, UntestedVersionError)
 # The launchers (their hydra.launcher._target_) that run a sweep's jobs in the launching process, one after
 # another, so that the sweep report there collects a job's end; any other runs them elsewhere and names them.
@@ -50,21 +64,24 @@ def end_cleanly(job: Callable[[], Any]) -> Any:
     except KeyboardInterrupt as err:
         if _full_error():
             raise
-        if not getattr(err, "recorded", False):  # bionn.train says more when training had begun
+        if not isinstance(err, RecordedInterrupt):  # bionn.train says more when training had begun
             log.warning("interrupted by SIGINT before training began; nothing was written")
         raise SystemExit(128 + signal.SIGINT) from None
-    except Exception as err:
+    except Exception as raised:
         if _full_error():
             raise
+        err = raised.error if isinstance(raised, RecordedFailure) else raised
         where = _sweep()
-        if where is None and getattr(err, "recorded", False):
+        if where is None and isinstance(raised, RecordedFailure):
             raise SystemExit(1) from None  # bionn.train logged it and wrote error.json, traceback included
         designed = isinstance(err, DESIGNED)
         message = str(err) if designed else f"{type(err).__name__}: {err}"
         if designed:
             log.error("%s", message)
         if where == "launcher" or (where is None and not designed):
-            raise  # the launcher names the job (a bug keeps its traceback)
+            if err is raised:
+                raise  # the launcher names the job (a bug keeps its traceback)
+            raise err from err.__cause__  # the error the attempt recorded, not its wrapper
         if where == "here":
             _note_ended(message)
             return float("inf")

@@ -61,8 +61,8 @@ def test_run_in_process_trains_records_one_attempt_and_does_not_redo_a_finished_
 
 def test_claim_lets_a_corrected_config_take_a_folder_whose_attempts_trained_nothing(tmp_path):
     from bionn.config.schema import OnConfigChange
+    from bionn.run.claim import claim
     from bionn.run_folder import Outcome
-    from bionn.train import claim
 
     folder = RunFolder(tmp_path)
     typo = {"training": {"compile": {"optimizer": "adamm"}}}

@@ -277,7 +277,7 @@ def test_no_model_another_engine_or_an_older_bionn_is_refused(trained, tmp_path,
 
 def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(tmp_path, monkeypatch):
     import bionn.engine_version
-    from bionn.train import Claim, claim
+    from bionn.run.claim import Claim, claim
 
     config = OmegaConf.to_container(composed("debug=quick"), resolve=True, enum_to_str=True)
     folder = RunFolder(tmp_path / "run")
