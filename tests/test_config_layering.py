@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, composed
@@ -184,3 +185,62 @@ def test_run_records_load_no_data_engine_when_they_write_a_ledger_and_an_attempt
 
 def test_nn_knows_no_run_folder_layout():
     assert {n for n in bionn_imports("nn") if n.startswith("bionn.run_folder")} == set()
+
+
+def imports_of(folder: str) -> dict[str, set[str]]:
+    """Every module (top-level package or dotted name) each source file under ROOT/folder imports, at any
+    depth of its code: {path relative to ROOT: names}."""
+    import ast
+
+    found = {}
+    for path in (ROOT / folder).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names |= {a.name for a in node.names} if isinstance(node, ast.Import) else set()
+            names |= {node.module} if isinstance(node, ast.ImportFrom) and node.module else set()
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_no_bionn_module_imports_a_hydra_plugin():
+    offenders = {
+        p: n for p, n in imports_of("bionn").items() if any(m.startswith("hydra_plugins") for m in n)
+    }
+    assert offenders == {}
+
+
+def test_search_and_report_do_not_import_each_other_both_ways():
+    """The report reads a search (bionn.search's folder and schema); bionn.search never imports the report."""
+    offenders = {
+        p: {m for m in n if m.startswith("bionn.report")} for p, n in imports_of("bionn/search").items()
+    }
+    assert {p: n for p, n in offenders.items() if n} == {}
+    assert any(m.startswith("bionn.search") for n in imports_of("bionn/report").values() for m in n)
+
+
+def test_the_sweep_modules_import_no_hydra():
+    """The launchers' decisions (resume, liveness, arrays, failures): plain modules, tested without Hydra."""
+    sweep = {p: n for p, n in imports_of("bionn").items() if Path(p).name.startswith("sweep")}
+    assert len(sweep) >= 6, sorted(sweep)
+    assert {
+        p: {m for m in n if m.split(".")[0] == "hydra"}
+        for p, n in sweep.items()
+        if any(m.split(".")[0] == "hydra" for m in n)
+    } == {}
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    import ast
+
+    long_files, long_functions = [], []
+    for folder in ("bionn", "hydra_plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            name = str(path.relative_to(ROOT))
+            if len(text.splitlines()) > 400:
+                long_files.append(name)
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    if node.end_lineno - node.lineno + 1 > 60:
+                        long_functions.append(f"{name}:{node.lineno} {node.name}")
+    assert (long_files, long_functions) == ([], [])

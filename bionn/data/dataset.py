@@ -181,24 +181,18 @@ class KineticsDataset:
         mean, scale = normalise if normalise is not None else (np.zeros((t, k)), np.ones((t, k)))
         extra = (min(n, 8 * numba.get_num_threads()),) if parallel else ()
         kernel = kinetics.generate_parallel if parallel else kinetics.generate_serial
-        kernel(
+        spec = (
             self.seed,
             stream,
-            indices,
             self.bounds,
             self.mechanism,
             self.dt,
             self.sign_rule,
             np.ascontiguousarray(mean, dtype=np.float64).reshape(t, k),
             np.ascontiguousarray(scale, dtype=np.float64).reshape(t, k),
-            out.features,
-            out.labels,
-            out.kinetic,
-            out.amplitudes,
-            out.spectra,
-            out.concentrations,
-            *extra,
         )
+        outs = (out.features, out.labels, out.kinetic, out.amplitudes, out.spectra, out.concentrations)
+        kernel(spec, indices, outs, *extra)
         if self.label is Label.relative:  # C^T U_k / (E0 + S0): concentrations relative to the total
             out.labels /= (out.kinetic[:, 3] + out.kinetic[:, 4])[:, None]
         return out

@@ -142,29 +142,17 @@ def simulate_kinetics(mechanism, kinetic, n_sub, dt, out_y, out_sums):
 
 
 @njit(nogil=True, cache=True)
-def generate_serial(
-    seed,
-    stream,
-    indices,
-    bounds,
-    mechanism,
-    dt,
-    sign_rule,
-    feature_mean,
-    feature_scale,
-    out_features,
-    out_labels,
-    out_kinetic,
-    out_amplitudes,
-    out_spectra,
-    out_conc,
-):
-    """Generate the samples `indices` on this thread; fills every out_* array (first axis = sample).
+def generate_serial(spec, indices, outs):
+    """Generate the samples `indices` on this thread. spec = (seed, stream, bounds, mechanism, dt,
+    sign_rule, feature_mean, feature_scale): what a sample is; outs = (features, labels, kinetic,
+    amplitudes, spectra, concentrations): the arrays it fills (first axis = sample).
 
-    out_conc may have zero rows: the concentrations are then kept only as the
+    The concentrations may have zero rows: they are then kept only as the
     reduced state in a scratch buffer of LANES samples (training does not need them).
     The system is autonomous: only the grid's spacing dt matters, not its origin.
     """
+    seed, stream, bounds, mechanism, dt, sign_rule, feature_mean, feature_scale = spec
+    out_features, out_labels, out_kinetic, out_amplitudes, out_spectra, out_conc = outs
     n, n_t, n_w = indices.shape[0], out_features.shape[1], out_spectra.shape[1]
     steps = _draw_all(seed, stream, indices, bounds, dt, out_kinetic, out_amplitudes, out_spectra)
     order = np.argsort(steps, kind="mergesort")  # a group's lanes share one step count
@@ -226,43 +214,18 @@ def _draw_all(seed, stream, indices, bounds, dt, out_kinetic, out_amplitudes, ou
 
 
 @njit(parallel=True, cache=True)
-def generate_parallel(
-    seed,
-    stream,
-    indices,
-    bounds,
-    mechanism,
-    dt,
-    sign_rule,
-    feature_mean,
-    feature_scale,
-    out_features,
-    out_labels,
-    out_kinetic,
-    out_amplitudes,
-    out_spectra,
-    out_conc,
-    n_chunks,
-):
+def generate_parallel(spec, indices, outs, n_chunks):
     """generate_serial on all cores: `n_chunks` contiguous chunks of samples, one task each."""
     n = indices.shape[0]
     for c in prange(n_chunks):
         lo = c * n // n_chunks
         hi = (c + 1) * n // n_chunks
-        generate_serial(
-            seed,
-            stream,
-            indices[lo:hi],
-            bounds,
-            mechanism,
-            dt,
-            sign_rule,
-            feature_mean,
-            feature_scale,
-            out_features[lo:hi],
-            out_labels[lo:hi],
-            out_kinetic[lo:hi],
-            out_amplitudes[lo:hi],
-            out_spectra[lo:hi],
-            out_conc[lo:hi] if out_conc.shape[0] == n else out_conc[0:0],
-        )
+        generate_serial(spec, indices[lo:hi], _rows(outs, lo, hi, n))
+
+
+@njit(cache=True)
+def _rows(outs, lo, hi, n):
+    """Rows lo:hi of every array of outs (of n samples); concentrations without rows stay empty."""
+    features, labels, kinetic, amplitudes, spectra, conc = outs
+    conc_rows = conc[lo:hi] if conc.shape[0] == n else conc[0:0]
+    return features[lo:hi], labels[lo:hi], kinetic[lo:hi], amplitudes[lo:hi], spectra[lo:hi], conc_rows
