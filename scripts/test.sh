@@ -40,7 +40,8 @@ if [ $# != 0 ]; then
   exit
 fi
 # The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound), the slow tier
-# in one process (its tests share the Slurm cluster, and some hold or stop its nodes); then the fast
+# on two workers too, but every test of the Slurm cluster or the container image in one group, in order,
+# on one of them (tests/conftest.py: they share the cluster, and some hold or stop its nodes); then the fast
 # tier once more in reverse order (tests/conftest.py: --reverse-order), so that a test that passes only
 # after another one fails there; with --full, the full tier last. Each part runs whatever the one
 # before gave; the exit code is 1 if any failed.
@@ -53,10 +54,10 @@ part() {  # part NAME DURATIONS-FILE PYTEST-ARGS...: one pytest run, timed
   echo "test.sh: $name took $(($(date +%s) - t0)) s (since the start: $(($(date +%s) - started)) s)"
 }
 part "the fast tier" "$durations" -m "not slow" -n 2
-part "the slow tier" "$durations" -m "slow and not full"
+part "the slow tier" "$durations" -m "slow and not full" -n 2 --dist loadgroup
 part "the reverse fast pass" /dev/null -m "not slow" -n 2 -p no:cacheprovider --reverse-order
 if [ $full = 1 ]; then
-  part "the full tier" "$durations" -m full
+  part "the full tier" "$durations" -m full -n 2 --dist loadgroup
 fi
 echo "test.sh: the 30 slowest tests of this run (seconds: setup + call + teardown; all in $durations):"
 sort -rn "$durations" | head -30

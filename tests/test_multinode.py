@@ -334,6 +334,7 @@ def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_spl
     assert "docs/search.md says why" in done.stderr and not (tmp_path / "search").exists()
 
 
+@pytest.mark.full  # losing a host per commit: the lost node's job above; the takeover rule: test_search.py
 def test_a_search_worker_on_a_lost_host_has_its_trial_taken_over_by_the_other_host_after_dead_after_s(
     slurm,  # noqa: F811
     two_nodes,

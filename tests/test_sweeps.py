@@ -107,6 +107,9 @@ def test_local_sweep_resumes_only_unfinished_jobs_and_refuses_a_changed_one(cach
     local = ["hydra/launcher=local", "model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2"]
     first = run(sweep_command(*local, sweep=out, cache=cache))
     assert first.returncode == 0, first.stderr[-3000:]
+    # Each configuration trained in a process of its own (submitit's local executor), outside Slurm.
+    assert len(list((out / ".submitit").rglob("*_0_log.out"))) == 2
+    assert all(json.loads((out / j / "info.json").read_text())["slurm"] is None for j in ("0", "1"))
     # A run folder lost its result (as if the job had been killed): only it is run again.
     aside = tmp_path / "final_results.json"
     os.replace(out / "1" / "final_results.json", aside)
