@@ -36,7 +36,7 @@ durations=.test-durations/durations.tsv
 mkdir -p .test-durations
 : >"$durations"
 if [ $# != 0 ]; then
-  .venv/bin/python -m pytest -q -rs --durations-file "$durations" "$@"
+  .venv/bin/python -m pytest -q -rs --durations-file="$durations" "$@"
   exit
 fi
 # The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound), the slow tier
@@ -50,7 +50,7 @@ part() {  # part NAME DURATIONS-FILE PYTEST-ARGS...: one pytest run, timed
   local name=$1 file=$2 t0
   shift 2
   t0=$(date +%s)
-  .venv/bin/python -m pytest -q -rs --durations-file "$file" "$@" || status=1
+  .venv/bin/python -m pytest -q -rs --durations-file="$file" "$@" || status=1
   echo "test.sh: $name took $(($(date +%s) - t0)) s (since the start: $(($(date +%s) - started)) s)"
 }
 part "the fast tier" "$durations" -m "not slow" -n 2

@@ -31,8 +31,9 @@ def pytest_addoption(parser):
     parser.addoption(
         "--durations-file",
         metavar="PATH",
-        help="append each test's seconds (setup + call + teardown) to PATH as `seconds<TAB>test` lines "
-        "(scripts/test.sh keeps a run's durations there and prints the slowest at the end)",
+        help="append each test's seconds (setup + call + teardown) to PATH as `seconds<TAB>test` lines; "
+        "write it as --durations-file=PATH (pytest takes a separate PATH for a test folder before it "
+        "reads this file's options). scripts/test.sh prints a run's slowest from there at the end",
     )
 
 
