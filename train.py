@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float:
 
     # A job of hparams_search=... is a search worker: it trains trials until the study has them all.
     # A refusal, a config error or Ctrl-C ends in one paragraph and its exit code (bionn.outcome).
-    return end_cleanly(lambda: work(cfg) if is_search_worker() else run(cfg))
+    return end_cleanly(lambda: work(cfg) if is_search_worker() else run(cfg, raise_recorded=True))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ feature column is scaled to unit variance (training moments) before the penalty,
 so one alpha fits every dataset; alpha is chosen on the validation split (best
 mean per-output R2) from ALPHAS, and the test split is scored on the original
 label scale. Results are cached as JSON under `<stats cache dir>/baseline/<key>.json`.
+This module loads the data engine (bionn.data, Numba); the report reaches it only through
+bionn.report.read.ridge_baseline, lazily.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from bionn.config.schema import Label
-from bionn.data import ENGINE_VERSION
+from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset
 from bionn.data.stats import default_cache_dir, statistics_key
+from bionn.engine_version import ENGINE_VERSION
 from bionn.io import atomic_write_json
 from bionn.rsquared import RSquaredSums
 
@@ -151,6 +153,7 @@ def baseline_key(ds: KineticsDataset, max_train: int | None = None) -> str:
 
 
 def baseline_path(ds: KineticsDataset, cache_dir: str | os.PathLike | None = None, max_train=None) -> Path:
+    """Where the cached ridge result of `ds` lives: <cache_dir or the default>/baseline/<name>-<key>.json."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     return folder / "baseline" / f"{ds.name}-{baseline_key(ds, max_train)}.json"
 

@@ -20,13 +20,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bionn.config.schema import (
-    ConfigError,
-    DatasetConfig,
-    check_dataset,
-    describe_omegaconf_error,
-    resolve_dataset,
-)
+from bionn.config.dataset import DatasetConfig, check_dataset, resolve_dataset
+from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.run_folder import EVALUATION_PREFIX, RunFolder, RunFolderError, now
 
 # What a model's input and output depend on: a dataset differing here is refused.

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from bionn.config.schema import SPLIT_NAMES, ConfigError, resolve_dataset
+from bionn.config.dataset import SPLIT_NAMES, resolve_dataset
+from bionn.config.errors import ConfigError
 from bionn.data.absorbance import absorbance
 from bionn.data.dataset import KineticsDataset
 from bionn.io import atomic_save_npz

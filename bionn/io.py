@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a torn one.
+"""Atomic file writes (bytes, JSON, NumPy archives, Matplotlib figures): a reader sees the old file or
+the new one, never a torn one.
 
 A written file gets the mode a plain `open(path, "w")` would give it (0666 less the umask), so that
 the members of a lab's group can read each other's run folders when their umask lets them.
@@ -7,6 +8,7 @@ the members of a lab's group can read each other's run folders when their umask 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -61,20 +63,47 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` atomically to `path`; returns the path."""
     with atomic_open(path) as handle:
         handle.write(data)
     return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON (NumPy values and paths as plain ones) atomically; returns the path."""
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"
     return atomic_write_bytes(path, text.encode())
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Write `arrays` as an .npz archive atomically; returns the path."""
     with atomic_open(path) as handle:
         np.savez(handle, **arrays)
     return Path(path)
+
+
+def figure(**subplots_options: Any) -> tuple[Any, Any]:
+    """A new Matplotlib figure and its axes, `plt.subplots(**subplots_options)`, on the Agg backend
+    (files only, no display); write it with write_figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(**subplots_options)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, **savefig_options: Any) -> Path:
+    """Write the Matplotlib figure `fig` atomically to `path` (a PNG at 100 dpi unless savefig_options,
+    passed to fig.savefig, say otherwise) and close it, written or not. Returns the path."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, **{"format": "png", "dpi": 100, **savefig_options})
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _json_default(value: Any) -> Any:

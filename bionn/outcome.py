@@ -11,8 +11,8 @@ bionn.train has recorded a config error, a failure or an interruption in the run
 so (how to resume, where error.json is); a refusal happens before anything is written.
 `HYDRA_FULL_ERROR=1` shows the Python traceback as well. Inside a sweep a recorded failure is
 returned (bionn.train), and the sweep report names it; a job that ended without a result in its
-run folder is noted in ENDED and shown by the sweep report (bionn.report.SweepReport) as failed,
-with its reason, before it exits 1:
+run folder is noted in the sweep folder (bionn.sweep_folder.ENDED_JOBS) and shown by the sweep report
+(bionn.report.SweepReport) as failed, with its reason, before it exits 1:
 
 - jobs run in this process (Hydra's basic launcher): a refused job, here;
 - jobs run by bionn's launchers (local, Slurm): a job that raised or died, by the launcher (which,
@@ -27,19 +27,34 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bionn.config.errors import ConfigError
 from bionn.pins import UntestedVersionError
 from bionn.run_folder import RunFolderError
-from bionn.sweep_folder import SweepFolderError
+from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 log = logging.getLogger("bionn")
 
+
+class RecordedInterrupt(KeyboardInterrupt):
+    """Ctrl-C after bionn.train recorded the attempt as interrupted and said how to resume it."""
+
+
+class RecordedFailure(Exception):
+    """A failed attempt that bionn.train recorded (error.json holds the traceback) and logged;
+    `error` is what was raised."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 DESIGNED = (ConfigError, RunFolderError, SweepFolderError, UntestedVersionError)
-# (run folder, overrides, why) of every job of this process's sweep that ended without a result in its run
-# folder: refused in this process, or raised or died under a bionn launcher. The sweep report shows them.
-ENDED: list[tuple[str, list[str], str]] = []
+# The launchers (their hydra.launcher._target_) that run a sweep's jobs in the launching process, one after
+# another, so that the sweep report there collects a job's end; any other runs them elsewhere and names them.
+IN_PROCESS_LAUNCHERS = frozenset({"hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
 
 
 def end_cleanly(job: Callable[[], Any]) -> Any:
@@ -49,23 +64,26 @@ def end_cleanly(job: Callable[[], Any]) -> Any:
     except KeyboardInterrupt as err:
         if _full_error():
             raise
-        if not getattr(err, "recorded", False):  # bionn.train says more when training had begun
+        if not isinstance(err, RecordedInterrupt):  # bionn.train says more when training had begun
             log.warning("interrupted by SIGINT before training began; nothing was written")
         raise SystemExit(128 + signal.SIGINT) from None
-    except Exception as err:
+    except Exception as raised:
         if _full_error():
             raise
+        err = raised.error if isinstance(raised, RecordedFailure) else raised
         where = _sweep()
-        if where is None and getattr(err, "recorded", False):
+        if where is None and isinstance(raised, RecordedFailure):
             raise SystemExit(1) from None  # bionn.train logged it and wrote error.json, traceback included
         designed = isinstance(err, DESIGNED)
         message = str(err) if designed else f"{type(err).__name__}: {err}"
         if designed:
             log.error("%s", message)
         if where == "launcher" or (where is None and not designed):
-            raise  # the launcher names the job (a bug keeps its traceback)
+            if err is raised:
+                raise  # the launcher names the job (a bug keeps its traceback)
+            raise err from err.__cause__  # the error the attempt recorded, not its wrapper
         if where == "here":
-            ENDED.append(_ended_job(message))
+            _note_ended(message)
             return float("inf")
         raise SystemExit(1) from None
 
@@ -102,14 +120,17 @@ def _sweep() -> str | None:
     hydra_cfg = _hydra_multirun()
     if hydra_cfg is None:
         return None
-    if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
+    if str(hydra_cfg.launcher.get("_target_", "")) not in IN_PROCESS_LAUNCHERS:
         return "launcher"
     return "here" if sweep_report_collects_failures() else None
 
 
-def _ended_job(why: str) -> tuple[str, list[str], str]:
-    """(run folder, overrides, why) of the running job, for ENDED."""
+def _note_ended(why: str) -> None:
+    """Note the running job, ended without a result in its run folder, in its sweep folder for the report."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    return str(hydra_cfg.runtime.output_dir), [str(o) for o in hydra_cfg.overrides.task], why
+    # (hydra.sweep.dir is relative to where the sweep was launched; the job may run in its own folder: chdir)
+    sweep_dir = Path(str(hydra_cfg.runtime.cwd)) / str(hydra_cfg.sweep.dir)
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    SweepFolder(sweep_dir).note_ended(str(hydra_cfg.runtime.output_dir), overrides, why)

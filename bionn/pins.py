@@ -17,12 +17,12 @@ from importlib.metadata import PackageNotFoundError, version
 TESTED_LINES = {
     "keras": (
         "3.15",
-        "bionn/distribute.py patches two private functions of keras.src's TensorFlow trainer, and "
+        "bionn/backend/tensorflow.py patches two private functions of keras.src's TensorFlow trainer, and "
         "bionn/config/layers.py reads keras.layers from its source files",
     ),
     "tensorflow": (
         "2.21",
-        "bionn/distribute.py uses the private tensorflow.python...slurm_cluster_resolver module",
+        "bionn/backend/tensorflow.py uses the private tensorflow.python...slurm_cluster_resolver module",
     ),
     "hydra-submitit-launcher": (
         "1.2",

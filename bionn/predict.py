@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, DatasetConfig, Label
+from bionn.config.dataset import DatasetConfig, Label
+from bionn.config.errors import ConfigError
 from bionn.io import atomic_write_bytes
 from bionn.run_folder import RunFolder, RunFolderError
 

@@ -12,7 +12,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from bionn.data import ENGINE_VERSION
+from bionn.engine_version import ENGINE_VERSION
 
 # The libraries whose versions decide a result (distribution names).
 LIBRARIES = ("tensorflow", "keras", "numpy", "numba", "scipy", "hydra-core", "omegaconf", "submitit")

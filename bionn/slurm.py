@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bionn.config import dataset
 from bionn.config.errors import ConfigError
 
 
@@ -38,16 +39,19 @@ def current_worker() -> Worker:
 
 def check_batch_split(batch_size: int, nodes: int, tasks_per_node: int, source: str) -> None:
     """Refuse, before submission, a job whose workers (nodes x tasks_per_node) cannot share its global
-    batch: every worker trains an equal slice of each batch. (The job itself checks the replicas it
-    finds, GPUs included, when it starts.)"""
+    batch: every worker trains an equal slice of each batch (the check: bionn.config.dataset).
+    (The job itself checks the replicas it finds, GPUs included, when it starts.)"""
     workers = nodes * tasks_per_node
-    if workers > 1 and batch_size % workers:
-        raise ConfigError(
+    dataset.check_batch_split(
+        batch_size,
+        lambda allowed: ConfigError(
             f"{source}: dataset.shape.batch_size = {batch_size} cannot be split across "
             f"hydra.launcher.nodes = {nodes} x tasks_per_node = {tasks_per_node} ({workers} workers, each "
             f"training an equal slice of every batch): use a batch_size that is a multiple of {workers}, "
             "or another number of nodes"
-        )
+        ),
+        workers=workers,
+    )
 
 
 def slurm_info() -> dict | None:

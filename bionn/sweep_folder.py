@@ -2,13 +2,17 @@
 
     sweep.json      the command, the job list (number, overrides, run folder) and every launch
                     (time, host, wait or not, jobs submitted and skipped, Slurm arrays and job ids)
+    ended.json      the jobs of the running launch that ended without a result in their run folder
+                    (refused, raised, killed), each with why and the process that noted it; the sweep
+                    report of that process reads and removes it (bionn.report.SweepReport)
     <subdir>/       each job's run folder (bionn.run_folder), usually the job number
     .submitit/      submitit's pickles and the jobs' logs
     multirun.yaml   Hydra's own record of the config (not read here)
 
 The launcher writes sweep.json before it submits anything; `bionn-sweep resume DIR`,
 the report and `bionn-report DIR --watch` read it. Readers raise SweepFolderError
-naming the folder and what is missing or wrong; nothing here deletes anything.
+naming the folder and what is missing or wrong; nothing here deletes anything but
+ended.json, once read.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bionn.io import atomic_write_json
-from bionn.run_folder import RunFolder, RunFolderError, ledger_excluded, now, read_json
+from bionn.run_folder import FINAL_STATUSES, RunFolder, RunFolderError, ledger_excluded, now, read_json
 
 SWEEP = "sweep.json"
+ENDED_JOBS = "ended.json"
 VERSION = 1
 
 
@@ -100,6 +105,22 @@ class SweepFolder:
         launches = self.record()["launches"]
         return launches[-1] if launches else None
 
+    def every_job_ended(self) -> bool:
+        """True once every job of sweep.json has a run folder whose run ended (finished or failed)."""
+        for job in self.jobs():
+            run = self.run_folder(job)
+            if not run.is_run() or run.status() not in FINAL_STATUSES:
+                return False
+        return True
+
+    def take_ended(self) -> list[tuple[str, list[str], str]]:
+        """(run folder, overrides, why) of every job this process noted (note_ended); ended.json removed.
+        Notes of another process (one that ended before its report) are dropped with it."""
+        notes = _ended_notes(self / ENDED_JOBS)
+        (self / ENDED_JOBS).unlink(missing_ok=True)
+        mine = [n for n in notes if (n.get("host"), n.get("pid")) == (socket.gethostname(), os.getpid())]
+        return [(str(n["run_dir"]), [str(o) for o in n["overrides"]], str(n["why"])) for n in mine]
+
     # ---- writers -----------------------------------------------------------------
 
     def check_jobs(self, jobs: list[Job], sweep_overrides: list[str]) -> None:
@@ -155,6 +176,13 @@ class SweepFolder:
         record["launches"][-1].update(fields)
         atomic_write_json(self / SWEEP, record)
 
+    def note_ended(self, run_dir: Path | str, overrides: list[str], why: str) -> None:
+        """Note in ended.json a job that ended without a result in its run folder `run_dir`, and why; the
+        sweep report of this process shows it as failed (take_ended)."""
+        note = {"run_dir": str(run_dir), "overrides": list(overrides), "why": why}
+        note.update(host=socket.gethostname(), pid=os.getpid())
+        atomic_write_json(self / ENDED_JOBS, [*_ended_notes(self / ENDED_JOBS), note])
+
 
 def _deciding(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """The overrides that can change a result: those of LEDGER_EXCLUDED keys (verbosity, ...) left out."""
@@ -163,6 +191,22 @@ def _deciding(overrides: list[str] | tuple[str, ...]) -> list[str]:
 
 def _job(record: dict) -> Job:
     return Job(int(record["num"]), tuple(str(o) for o in record["overrides"]), str(record["run_dir"]))
+
+
+def _ended_notes(path: Path) -> list[dict]:
+    """The notes of ended.json ([] without one); SweepFolderError if it is not what note_ended writes."""
+    try:
+        notes = read_json(path)
+    except RunFolderError as err:
+        raise SweepFolderError(str(err)) from None
+    keys = {"run_dir", "overrides", "why"}
+    if notes is not None and not (
+        isinstance(notes, list) and all(isinstance(n, dict) and keys <= set(n) for n in notes)
+    ):
+        raise SweepFolderError(
+            f"{path}: expected a list of {{run_dir, overrides, why}} objects (hand-edited?)"
+        )
+    return notes or []
 
 
 def _record_problem(record: Any) -> str | None:

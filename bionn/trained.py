@@ -11,10 +11,10 @@ from pathlib import Path
 
 import keras
 
-from bionn.data import ENGINE_VERSION
 from bionn.data.stats import STD_EPSILON, read_statistics
+from bionn.engine_version import ENGINE_VERSION
 from bionn.nn.inference import inference_model
-from bionn.run_folder import BEST, INFERENCE, STATISTICS, RunFolder
+from bionn.run_folder import INFERENCE, STATISTICS, RunFolder
 
 
 class ModelUnavailable(ValueError):
@@ -29,11 +29,11 @@ def save_inference_models(folder: RunFolder, network: keras.Model) -> dict:
     stats = read_statistics(folder / STATISTICS)
     scale = 1.0 / (stats.feature_std + STD_EPSILON)
     save_model(inference_model(network, stats.feature_mean, scale), folder / INFERENCE["last"])
-    state = folder.best_state()
+    state = folder.best.state()
     best = network
     if state is not None:
         best = keras.models.clone_model(network)
-        best.load_weights(folder / BEST / state["weights"])
+        best.load_weights(folder.best.path / state["weights"])
     save_model(inference_model(best, stats.feature_mean, scale), folder / INFERENCE["best"])
     return {"best_epoch": state["epoch"] if state else None}
 

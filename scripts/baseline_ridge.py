@@ -16,7 +16,8 @@ import sys
 import time
 
 from bionn.baseline import baseline_path, cached_baseline
-from bionn.config.schema import ConfigError, resolve_dataset
+from bionn.config.dataset import resolve_dataset
+from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
 
 

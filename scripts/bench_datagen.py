@@ -17,7 +17,7 @@ import time
 import numba
 import numpy as np
 
-from bionn.config.schema import resolve_dataset
+from bionn.config.dataset import resolve_dataset
 from bionn.data.dataset import KineticsDataset
 from bionn.data.reference import reference_sample
 

@@ -26,10 +26,11 @@ import time
 
 import numpy as np
 
+from bionn.backend.tensorflow import make_dataset
 from bionn.clock import EpochClock
-from bionn.config.schema import resolve_dataset
+from bionn.config.dataset import resolve_dataset
 from bionn.data.dataset import KineticsDataset
-from bionn.data.pipeline import CHUNK_SAMPLES, make_dataset
+from bionn.data.pipeline import CHUNK_SAMPLES, batch_source
 from bionn.data.stats import load_or_compute_statistics
 
 STATS_SAMPLES = 4096
@@ -58,7 +59,8 @@ def stream(samples: int, cache: str) -> None:
     """Child process: stream `samples` training samples, print peak RSS in MB."""
     ds = dataset(samples)
     stats = load_or_compute_statistics(ds, STATS_SAMPLES, cache, progress=False)
-    seen = drain(make_dataset(ds, "train", stats, EpochClock()), math.ceil(samples / ds.batch_size))
+    source = batch_source(ds, "train", stats, EpochClock())
+    seen = drain(make_dataset(source), math.ceil(samples / ds.batch_size))
     assert seen >= samples, seen
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -71,7 +73,7 @@ def rates(seconds: float, cache: str, rounds: int = 3) -> tuple[float, float, fl
     ds = dataset(10**6)
     stats = load_or_compute_statistics(ds, STATS_SAMPLES, cache, progress=False)
     ds.generate(np.arange(64), concentrations=False)
-    pipeline = make_dataset(ds, "train", stats, EpochClock())
+    pipeline = make_dataset(batch_source(ds, "train", stats, EpochClock()))
     drain(pipeline.take(40), 40)  # trace and warm up
     engine_n = engine_t = pipe_n = pipe_t = 0.0
     ratios = []
@@ -101,7 +103,7 @@ def handoff_ceiling(ds: KineticsDataset, stats, batches: int) -> float:
     module._BatchSource.samples = lambda self, lo, hi: tuple(a[: hi - lo] for a in ready)
     try:
         start = time.perf_counter()
-        seen = drain(make_dataset(ds, "train", stats, EpochClock()), batches)
+        seen = drain(make_dataset(batch_source(ds, "train", stats, EpochClock())), batches)
         return seen / (time.perf_counter() - start)
     finally:
         module._BatchSource.samples = original

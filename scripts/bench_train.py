@@ -46,7 +46,8 @@ def compose(overrides: list[str]):
 
 
 def options() -> dict[str, list[str]]:
-    from bionn.config.schema import ConfigError, Precision
+    from bionn.config.errors import ConfigError
+    from bionn.config.schema import Precision
     from bionn.nn.optim import check_precision
 
     found = {"float32": []}
@@ -182,9 +183,10 @@ def accuracy(args) -> dict:
 def input_cost(args) -> dict:
     import keras
 
+    from bionn.backend.tensorflow import make_dataset
     from bionn.clock import EpochClock
     from bionn.data.dataset import KineticsDataset
-    from bionn.data.pipeline import make_dataset
+    from bionn.data.pipeline import batch_source
     from bionn.data.stats import load_or_compute_statistics
     from bionn.nn.model import build_model, compile_model
 
@@ -192,7 +194,7 @@ def input_cost(args) -> dict:
     ds = KineticsDataset(cfg.dataset)
     with tempfile.TemporaryDirectory() as cache:
         stats = load_or_compute_statistics(ds, 4096, cache, progress=False)
-    streamed = make_dataset(ds, "train", stats, EpochClock()).take(args.input_steps)
+    streamed = make_dataset(batch_source(ds, "train", stats, EpochClock())).take(args.input_steps)
     in_memory = streamed.cache()
     for _ in in_memory:  # fill the cache: the very batches the streamed run trains on
         pass

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: set up, lint and format check, start the local Slurm cluster,
-# pytest, stop the cluster.
-# Extra arguments go to pytest. As root with apt, the two-node Slurm of scripts/local_slurm/ is
+# The test suite, as CI runs it: set up, lint and format check, start the local Slurm cluster,
+# pytest, stop the cluster. `--full` (first argument) adds the full tier: the tests marked `full`,
+# run after everything CI runs (docs/testing.md lists them, each with why it is not per commit).
+# Other extra arguments go to pytest. As root with apt, the two-node Slurm of scripts/local_slurm/ is
 # installed and started, and stopped again on exit (also when a test fails); the Slurm tests then
 # must run (BIONN_REQUIRE_SLURM=1: a missing cluster fails them instead of skipping them).
 # BIONN_SLURM_TESTS=0 leaves Slurm alone (its tests skip with the reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+full=0
+if [ "${1:-}" = --full ]; then
+  full=1
+  shift
+fi
+started=$(date +%s)
 bash scripts/setup.sh
 .venv/bin/python -m ruff check .
 .venv/bin/python -m ruff format --check .
@@ -23,19 +30,35 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/container/setup.sh
   export BIONN_REQUIRE_CONTAINER=1
 fi
-# -rs: the output names every skipped test and why (CI expects none); --durations: the slowest tests,
-# so that a run's log says where the suite's time went. Extra arguments: one pytest run with them.
+# -rs: the output names every skipped test and why (CI expects none). Each pytest run appends its
+# tests' seconds to .test-durations/durations.tsv; the 30 slowest are printed at the end.
+durations=.test-durations/durations.tsv
+mkdir -p .test-durations
+: >"$durations"
 if [ $# != 0 ]; then
-  .venv/bin/python -m pytest -q -rs "$@"
+  .venv/bin/python -m pytest -q -rs --durations-file="$durations" "$@"
   exit
 fi
 # The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound), the slow tier
-# in one process (its tests share the Slurm cluster, and some hold or stop its nodes); then the fast
+# on two workers too, but every test of the Slurm cluster or the container image in one group, in order,
+# on one of them (tests/conftest.py: they share the cluster, and some hold or stop its nodes); then the fast
 # tier once more in reverse order (tests/conftest.py: --reverse-order), so that a test that passes only
-# after another one fails there. Each part runs whatever the one before gave; the exit code is 1 if any
-# failed.
+# after another one fails there; with --full, the full tier last. Each part runs whatever the one
+# before gave; the exit code is 1 if any failed.
 status=0
-.venv/bin/python -m pytest -q -rs -m "not slow" -n 2 --durations=10 || status=1
-.venv/bin/python -m pytest -q -rs -m slow --durations=25 || status=1
-.venv/bin/python -m pytest -q -rs -m "not slow" -n 2 -p no:cacheprovider --reverse-order || status=1
+part() {  # part NAME DURATIONS-FILE PYTEST-ARGS...: one pytest run, timed
+  local name=$1 file=$2 t0
+  shift 2
+  t0=$(date +%s)
+  .venv/bin/python -m pytest -q -rs --durations-file="$file" "$@" || status=1
+  echo "test.sh: $name took $(($(date +%s) - t0)) s (since the start: $(($(date +%s) - started)) s)"
+}
+part "the fast tier" "$durations" -m "not slow" -n 2
+part "the slow tier" "$durations" -m "slow and not full" -n 2 --dist loadgroup
+part "the reverse fast pass" /dev/null -m "not slow" -n 2 -p no:cacheprovider --reverse-order
+if [ $full = 1 ]; then
+  part "the full tier" "$durations" -m full -n 2 --dist loadgroup
+fi
+echo "test.sh: the 30 slowest tests of this run (seconds: setup + call + teardown; all in $durations):"
+sort -rn "$durations" | head -30
 exit $status

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bionn.config.compose import compose_run
-from bionn.config.schema import DatasetConfig
+from bionn.config.dataset import DatasetConfig
 from bionn.data.dataset import KineticsDataset
 from bionn.run_folder import RunFolder, RunFolderError
 
@@ -28,11 +28,47 @@ def pytest_addoption(parser):
         help="run the collected tests in reverse order (scripts/test.sh's second pass: no test may depend "
         "on what another left behind)",
     )
+    parser.addoption(
+        "--durations-file",
+        metavar="PATH",
+        help="append each test's seconds (setup + call + teardown) to PATH as `seconds<TAB>test` lines; "
+        "write it as --durations-file=PATH (pytest takes a separate PATH for a test folder before it "
+        "reads this file's options). scripts/test.sh prints a run's slowest from there at the end",
+    )
 
 
+# What the slow tier's two pytest-xdist workers must not run side by side (`--dist loadgroup` keeps a group
+# on one worker, in order): the Slurm cluster's tests (some hold, lose or stop its nodes) and the container
+# build and runs (buildah's one image tag). Everything else in the slow tier runs beside them.
+CLUSTER_FIXTURES = {"slurm", "two_nodes", "image"}
+CLUSTER_MODULES = {"test_slurm.py", "test_multinode.py", "test_search_slurm.py", "test_containers.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects and pytest-xdist groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("full"):  # full tier only: never in the fast tier either
+            item.add_marker(pytest.mark.slow)
+        uses_cluster = CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_cluster or item.path.name in CLUSTER_MODULES or "Slurm" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
     if config.getoption("--reverse-order"):
         items.reverse()
+
+
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    # Under pytest-xdist the controller gets every worker's reports here too.
+    _SECONDS[report.nodeid] = _SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--durations-file")
+    if path and not hasattr(session.config, "workerinput"):  # the controller writes, not each worker
+        with open(path, "a") as out:
+            out.writelines(f"{seconds:.2f}\t{test}\n" for test, seconds in _SECONDS.items())
 
 
 def composed(*overrides: str, **options):

@@ -59,18 +59,18 @@ def fit(m, backup, *extra, epochs=EPOCHS):
 def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
     straight = model()
     stop = early()
-    _, epochs = fit(straight, RunBackup(RunFolder(tmp_path / "straight"), stop))
+    _, epochs = fit(straight, RunBackup(RunFolder(tmp_path / "straight").backup, stop))
     assert epochs == [0, 1, 2] and stop.stopped_epoch == 2 and stop.best_epoch == 0
 
     interrupted = model()
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, RunBackup(RunFolder(tmp_path / "resumed"), early()), interrupt_at(2))
+        fit(interrupted, RunBackup(RunFolder(tmp_path / "resumed").backup, early()), interrupt_at(2))
     state = json.loads((tmp_path / "resumed" / BACKUP / "state.json").read_text())
     assert state["epoch"] == 2 and state["early_stopping"]["wait"] == 1
 
     resumed = model()  # a new process: fresh weights, fresh callbacks
     stop = early()
-    start, epochs = fit(resumed, RunBackup(RunFolder(tmp_path / "resumed"), stop))
+    start, epochs = fit(resumed, RunBackup(RunFolder(tmp_path / "resumed").backup, stop))
     # Without the restored patience count, epoch 2 would count as an improvement and training go on.
     assert (start, epochs) == (2, [2]) and stop.stopped_epoch == 2 and stop.best_epoch == 0
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
@@ -78,7 +78,7 @@ def test_resumed_fit_keeps_early_stopping_state_and_ends_bit_equal(tmp_path):
 
     # Killed after fit but before the run's results: the next start trains nothing and ends the same.
     again = model()
-    start, epochs = fit(again, RunBackup(RunFolder(tmp_path / "resumed"), early()))
+    start, epochs = fit(again, RunBackup(RunFolder(tmp_path / "resumed").backup, early()))
     assert (start, epochs) == (3, [])
     for a, b in zip(straight.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -88,7 +88,7 @@ def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
     m = model()
     folder = RunFolder(tmp_path)
     backup_dir = folder / BACKUP
-    fit(m, RunBackup(folder), epochs=2)
+    fit(m, RunBackup(folder.backup), epochs=2)
     saved = [w.copy() for w in m.get_weights()]
     optimizer_step = int(m.optimizer.iterations.numpy())
     # A kill during epoch 3's save: a torn temporary file, and a renamed weights file not yet committed.
@@ -96,11 +96,11 @@ def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
     (backup_dir / "epoch_3.weights.h5").write_bytes(b"not committed")
 
     reader = model()
-    assert RunBackup(folder, write=False).restore(reader) == 2
+    assert RunBackup(folder.backup, write=False).restore(reader) == 2
     assert (backup_dir / "epoch_3.weights.h5").exists()  # a non-chief worker never deletes
 
     chief = model()
-    assert RunBackup(folder).restore(chief) == 2
+    assert RunBackup(folder.backup).restore(chief) == 2
     for loaded in (reader, chief):
         for a, b in zip(saved, loaded.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -109,7 +109,7 @@ def test_a_save_killed_before_its_commit_leaves_the_last_resume_point(tmp_path):
 
 
 def test_no_backup_starts_at_epoch_zero(tmp_path):
-    assert RunBackup(RunFolder(tmp_path / "none")).restore(model()) == 0
+    assert RunBackup(RunFolder(tmp_path / "none").backup).restore(model()) == 0
 
 
 def test_progress_log_writes_a_line_per_epoch_and_within_a_long_epoch(monkeypatch, caplog):

@@ -76,6 +76,7 @@ def test_bench_accuracy_reports_each_label_beside_ridge_ceiling_and_seed_models(
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.full  # four trainings and two searches; the search itself is tested per commit elsewhere
 def test_bench_search_reports_idle_worker_seconds_of_async_and_batch_and_the_best_r2():
     result = last_json(
         "scripts/bench_search.py",

@@ -10,7 +10,8 @@ from conftest import ROOT, composed
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, check_run
+from bionn.config.checks import check_run
+from bionn.config.errors import ConfigError
 
 SEED = ROOT / "examples"  # the seed configurations, in the older TOML format
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, composed
 
-from bionn.config.schema import ConfigError, check_run, load_dataset_config
+from bionn.config.checks import check_run
+from bionn.config.dataset import load_dataset_config
+from bionn.config.errors import ConfigError
 
 HEAVY = ("numba", "tensorflow", "keras", "bionn.data", "bionn.nn", "bionn.train")
 
@@ -50,14 +53,17 @@ def test_data_knows_no_model_and_the_model_knows_no_data_engine():
 
 
 def test_importing_bionn_config_loads_neither_numba_nor_tensorflow():
-    code = "import bionn.config.schema, bionn.config.importer, bionn.config.tree, bionn.config.compose"
+    code = (
+        "import bionn.config.schema, bionn.config.dataset, bionn.config.checks, bionn.config.importer, "
+        "bionn.config.tree, bionn.config.compose"
+    )
     assert modules_loaded_by(code) == []
 
 
 def test_composing_and_checking_a_run_loads_neither_numba_nor_tensorflow():
     code = (
         "from bionn.config.compose import compose_run\n"
-        "from bionn.config.schema import check_run\n"
+        "from bionn.config.checks import check_run\n"
         "check_run(compose_run('experiment=P2', with_hydra=True))"
     )
     assert modules_loaded_by(code) == []
@@ -164,3 +170,77 @@ def test_train_py_names_the_renamed_file_from_config_dir(tmp_path):
 
 def test_the_report_and_the_run_folder_import_no_training_code():
     assert modules_loaded_by("import bionn.report, bionn.run_folder, bionn.report.cli") == []
+
+
+def test_run_records_load_no_data_engine_when_they_write_a_ledger_and_an_attempt(tmp_path):
+    code = (
+        "from bionn.run_folder import Outcome, RunFolder\n"
+        f"folder = RunFolder({str(tmp_path / 'run')!r}); folder.path.mkdir()\n"
+        "folder.write_ledger({'a': 1}); folder.check_ledger({'a': 1})\n"
+        "folder.begin_attempt(None); folder.end_attempt(Outcome.COMPLETED)"
+    )
+    assert modules_loaded_by(code) == []
+    assert {n for n in bionn_imports("run_folder") if n.startswith("bionn.data")} == set()
+
+
+def test_nn_knows_no_run_folder_layout():
+    assert {n for n in bionn_imports("nn") if n.startswith("bionn.run_folder")} == set()
+
+
+def imports_of(folder: str) -> dict[str, set[str]]:
+    """Every module (top-level package or dotted name) each source file under ROOT/folder imports, at any
+    depth of its code: {path relative to ROOT: names}."""
+    import ast
+
+    found = {}
+    for path in (ROOT / folder).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names |= {a.name for a in node.names} if isinstance(node, ast.Import) else set()
+            names |= {node.module} if isinstance(node, ast.ImportFrom) and node.module else set()
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_no_bionn_module_imports_a_hydra_plugin():
+    offenders = {
+        p: n for p, n in imports_of("bionn").items() if any(m.startswith("hydra_plugins") for m in n)
+    }
+    assert offenders == {}
+
+
+def test_search_and_report_do_not_import_each_other_both_ways():
+    """The report reads a search (bionn.search's folder and schema); bionn.search never imports the report."""
+    offenders = {
+        p: {m for m in n if m.startswith("bionn.report")} for p, n in imports_of("bionn/search").items()
+    }
+    assert {p: n for p, n in offenders.items() if n} == {}
+    assert any(m.startswith("bionn.search") for n in imports_of("bionn/report").values() for m in n)
+
+
+def test_the_sweep_modules_import_no_hydra():
+    """The launchers' decisions (resume, liveness, arrays, failures): plain modules, tested without Hydra."""
+    sweep = {p: n for p, n in imports_of("bionn").items() if Path(p).name.startswith("sweep")}
+    assert len(sweep) >= 6, sorted(sweep)
+    assert {
+        p: {m for m in n if m.split(".")[0] == "hydra"}
+        for p, n in sweep.items()
+        if any(m.split(".")[0] == "hydra" for m in n)
+    } == {}
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    import ast
+
+    long_files, long_functions = [], []
+    for folder in ("bionn", "hydra_plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            name = str(path.relative_to(ROOT))
+            if len(text.splitlines()) > 400:
+                long_files.append(name)
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    if node.end_lineno - node.lineno + 1 > 60:
+                        long_functions.append(f"{name}:{node.lineno} {node.name}")
+    assert (long_files, long_functions) == ([], [])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, dataset_config
 
-from bionn.config.schema import ConfigError, load_dataset_config, resolve_dataset
+from bionn.config.dataset import load_dataset_config, resolve_dataset
+from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
 
 BAD = [

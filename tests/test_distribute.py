@@ -12,19 +12,26 @@ from bionn.slurm import current_worker, slurm_info
 
 @pytest.mark.parametrize("chunk_samples", [2048, 48])
 def test_worker_shards_together_feed_exactly_the_unsharded_batches(small_dataset, monkeypatch, chunk_samples):
+    import bionn.backend.tensorflow as backend
     import bionn.data.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "CHUNK_SAMPLES", chunk_samples)  # chunked and per-batch paths
     stats = compute_statistics(small_dataset, 200, progress=False)
     clock = pipeline.EpochClock(epoch=1)
-    whole = list(
-        pipeline.make_dataset(small_dataset, "train", stats, clock, batch_size=24).as_numpy_iterator()
-    )
+    source = pipeline.batch_source(small_dataset, "train", stats, clock, batch_size=24)
+    whole = list(backend.make_dataset(source).as_numpy_iterator())
     # 2 workers with 2 replicas each: worker w feeds replicas 2w, 2w+1 of every batch, in that order
     shards = [
         list(
-            pipeline.make_dataset(
-                small_dataset, "train", stats, clock, batch_size=24, shard=pipeline.ReplicaShard(2 * w, 2, 4)
+            backend.make_dataset(
+                pipeline.batch_source(
+                    small_dataset,
+                    "train",
+                    stats,
+                    clock,
+                    batch_size=24,
+                    shard=pipeline.ReplicaShard(2 * w, 2, 4),
+                )
             ).as_numpy_iterator()
         )
         for w in range(2)
@@ -43,7 +50,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused(small_dataset):
 
     stats = compute_statistics(small_dataset, 50, progress=False)
     with pytest.raises(ValueError, match="batch size 25 does not split evenly across 2 replicas"):
-        pipeline.make_dataset(
+        pipeline.batch_source(
             small_dataset, "val", stats, batch_size=25, shard=pipeline.ReplicaShard(0, 1, 2)
         )
 
@@ -121,7 +128,7 @@ def test_local_launcher_composes_without_slurm_keys():
 
 
 def test_jobs_sharing_a_node_get_disjoint_port_blocks_below_the_ephemeral_range():
-    from bionn.distribute import PORT_SLOTS, PORT_STRIDE, port_base
+    from bionn.backend import PORT_SLOTS, PORT_STRIDE, port_base
 
     blocks = [range(port_base(job), port_base(job) + PORT_STRIDE) for job in range(1000, 1000 + PORT_SLOTS)]
     ports = [port for block in blocks for port in block]

@@ -14,8 +14,11 @@ from conftest import ROOT
 from conftest import composed as compose_conf
 from omegaconf import OmegaConf
 
+from bionn.config.checks import check_run
+from bionn.config.dataset import DatasetConfig
+from bionn.config.errors import ConfigError
 from bionn.config.importer import escape_interpolations, main, plan_import, yaml_value
-from bionn.config.schema import ConfigError, DatasetConfig, TrainingConfig, Verbosity, check_run
+from bionn.config.schema import TrainingConfig, Verbosity
 
 EXAMPLES = ROOT / "examples"
 CONFIGS = EXAMPLES / "configurations.toml"

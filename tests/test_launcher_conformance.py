@@ -59,13 +59,15 @@ def _cluster(request):
         slurm_or_skip()
 
 
-@pytest.mark.slow
+# Full tier only: the local classes above hold the contract per commit, and the Slurm launcher's own
+# behaviour is tested per commit in test_slurm.py and test_sweeps.py.
+@pytest.mark.full
 @pytest.mark.parametrize("launcher_name, overrides", [("slurm", SLURM)])
 class TestSlurmLauncher(LauncherTestSuite):
     pass
 
 
-@pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags",
     [(_integration_cfg("slurm", {"cpus_per_task": 1, "gpus_per_node": 0}), ["-m"])],

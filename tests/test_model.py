@@ -7,7 +7,8 @@ import pytest
 from conftest import composed
 from omegaconf import OmegaConf
 
-from bionn.config.schema import CompileConfig, ConfigError
+from bionn.config.errors import ConfigError
+from bionn.config.schema import CompileConfig
 from bionn.nn.metrics import PooledRSquared
 from bionn.nn.model import build_model, compile_model
 

@@ -92,6 +92,7 @@ def last_outcome(run: Path) -> str | None:
     return attempts[-1]["outcome"] if attempts else None
 
 
+@pytest.mark.full  # a quick two-node job checks multi-host training per commit (below)
 def test_two_node_job_preempted_then_losing_a_host_says_so_resumes_both_hosts_and_ends_bit_equal(
     slurm,  # noqa: F811
     two_nodes,
@@ -200,6 +201,39 @@ def test_two_node_job_preempted_then_losing_a_host_says_so_resumes_both_hosts_an
     assert_weights_equal(run, one_process_two_replicas)
 
 
+def test_a_two_node_job_trains_one_worker_per_host_and_both_end_with_the_same_weights(
+    slurm,  # noqa: F811
+    two_nodes,
+    cache,  # noqa: F811
+    tmp_path,
+):
+    """The per-commit check of multi-host training (the preempted-then-lost test above is the full tier's):
+    two epochs of a `nodes=2` job, one worker per host, whose two workers end with bit-equal weights."""
+    out = tmp_path / "sweep"
+    debug = "hydra.verbose=bionn.train"  # each worker logs its weights' digest at DEBUG
+    done = sweep(
+        *slurm, *TWO_NODES, debug, "model=P", "debug=quick", "training.epochs=2", sweep=out, cache=cache
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run = out / "0"
+    final = read(run / "final_results.json")
+    assert (final["status"], final["epochs_completed"]) == ("completed", 2), final
+    info = read(run / "info.json")
+    assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
+    hosts = hostnames(info["slurm"]["nodelist"])
+    assert len(set(hosts)) == 2 and set(hosts) <= set(two_nodes), hosts
+    logs = {task: "".join(p.read_text() for p in job_logs(out, task)) for task in (0, 1)}
+    workers_hosts = {
+        t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
+        for t, text in logs.items()
+    }
+    assert sorted(workers_hosts.values()) == sorted(hosts), workers_hosts
+    digests = {
+        t: re.findall(rf"worker {t}/2 weights sha256 ([0-9a-f]{{64}})", text) for t, text in logs.items()
+    }
+    assert len(digests[0]) == len(digests[1]) == 1 and digests[0] == digests[1], digests
+
+
 def job_state(job: str) -> str:
     return subprocess.run(
         ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
@@ -300,6 +334,7 @@ def test_more_nodes_than_the_cluster_has_ends_with_slurms_refusal_and_an_odd_spl
     assert "docs/search.md says why" in done.stderr and not (tmp_path / "search").exists()
 
 
+@pytest.mark.full  # losing a host per commit: the lost node's job above; the takeover rule: test_search.py
 def test_a_search_worker_on_a_lost_host_has_its_trial_taken_over_by_the_other_host_after_dead_after_s(
     slurm,  # noqa: F811
     two_nodes,

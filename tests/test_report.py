@@ -224,3 +224,25 @@ def test_runs_differing_only_in_the_seed_are_grouped_with_mean_and_std(tmp_path)
     shutil.rmtree(sweep / "1")  # one seed left: no group, and the stale files go
     _, text = report.write_report(sweep, baseline=None)
     assert "## Repeats" not in text and not (sweep / "repeats.csv").exists()
+
+
+def test_the_report_reaches_the_data_engine_only_in_ridge_baseline_and_no_plugin():
+    """bionn.report loads Numba or TensorFlow in one named place (read.ridge_baseline, lazily) and
+    imports no hydra_plugins module."""
+    import ast
+
+    banned = ("bionn.baseline", "bionn.data", "bionn.nn", "bionn.train", "numba", "tensorflow", "keras")
+    found = []
+    for path in sorted((ROOT / "bionn" / "report").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        places = [("", tree)] + [(n.name, n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        for where, place in places:
+            for node in ast.walk(place):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                found += [(path.name, where, n) for n in names if n.startswith((*banned, "hydra_plugins"))]
+    # each import inside a function is found twice: in the module and in the function
+    assert sorted(found) == [
+        ("read.py", "", "bionn.baseline"),
+        ("read.py", "ridge_baseline", "bionn.baseline"),
+    ]

@@ -61,8 +61,8 @@ def test_run_in_process_trains_records_one_attempt_and_does_not_redo_a_finished_
 
 def test_claim_lets_a_corrected_config_take_a_folder_whose_attempts_trained_nothing(tmp_path):
     from bionn.config.schema import OnConfigChange
+    from bionn.run.claim import claim
     from bionn.run_folder import Outcome
-    from bionn.train import claim
 
     folder = RunFolder(tmp_path)
     typo = {"training": {"compile": {"optimizer": "adamm"}}}
@@ -108,7 +108,7 @@ def test_a_pruned_run_killed_before_its_final_results_resumes_as_pruned(tmp_path
     with pytest.raises(KeyboardInterrupt):
         run(cfg, folder.path, callbacks=[pruner, KilledAfterTheCommit()])
     assert folder.status() == Status.INTERRUPTED and folder.final() is None
-    assert folder.backup_state()["pruned"] is True and folder.committed_epoch() == 1
+    assert folder.backup.state()["pruned"] is True and folder.committed_epoch() == 1
 
     never = ReportEpochs("val_loss", lambda epoch, value: False)  # the resumed pruner has not decided yet
     run(cfg, folder.path, callbacks=[never])
@@ -122,7 +122,7 @@ def test_a_model_choice_that_does_not_exist_is_refused_naming_the_choices_and_wr
     """A model family picks a layer by name (conf/model/TRX.yaml: ${model.vars.fronts.${model.vars.front}});
     a name with no layer ends the run before its folder is claimed, naming the key and the choices (under
     train.py the message starts with conf/model/TRX.yaml and its line, as every layer error does)."""
-    from bionn.config.schema import ConfigError
+    from bionn.config.errors import ConfigError
 
     cfg = compose("model=TRX", "model.vars.front=cnn", "debug=quick")
     folder = tmp_path / "run"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import absent_pid
 
+from bionn.run.signals import observe_signals
 from bionn.run_folder import (
     ATTEMPTS,
     ERROR,
@@ -30,7 +31,6 @@ from bionn.run_folder import (
     format_history,
     parse_history,
 )
-from bionn.train import observe_signals
 
 CONFIG = {
     "model": {"name": "E", "layers": [{"type": "Dense", "units": 12}]},

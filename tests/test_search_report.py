@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 
 from bionn.report import write_report
 from bionn.report.cli import watch
-from bionn.report.search import group_overrides, read_search, search_ended, worker_states
+from bionn.report.search import read_search
+from bionn.report.search_render import group_overrides
+from bionn.report.search_watch import search_ended, worker_states
 from bionn.run_folder import FINAL, HYDRA, RunFolder, fingerprint
 from bionn.search.folder import JOURNAL, SEARCH, Heartbeat, SearchFolder
 from bionn.search.space import SearchSpec

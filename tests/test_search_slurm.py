@@ -110,6 +110,7 @@ def test_smoke_search_with_two_workers_accounts_for_every_trial_and_continues_to
     assert_trials_match_their_run_folders(out)
 
 
+@pytest.mark.full  # USR2 preemption per commit: test_slurm.py's requeued and preempted job
 def test_a_worker_preempted_mid_trial_resumes_that_trial_in_its_run_folder(slurm, cache, tmp_path):  # noqa: F811
     out = tmp_path / "search"
     run = out / "trials" / "0"
@@ -143,6 +144,7 @@ def test_a_pruned_trial_stops_and_says_pruned_in_the_study_and_its_run_folder(sl
     assert rows.count(",pruned,") == 2, rows
 
 
+@pytest.mark.full  # a re-run repeating no finished trial per commit: the smoke search with two workers
 def test_a_killed_search_run_again_resumes_its_running_trials_and_repeats_no_finished_one(
     slurm,  # noqa: F811
     cache,  # noqa: F811

@@ -204,46 +204,42 @@ def assert_weights_equal(run: Path, reference: Path) -> None:
         np.testing.assert_array_equal(a, b)  # measured bit-equal: same split, same sums
 
 
-def test_slurm_sweep_with_a_failing_job_names_it_lets_the_other_finish_and_fails(slurm, cache, tmp_path):
+def test_slurm_sweep_with_a_failing_and_a_cancelled_job_names_both_lets_the_other_finish_and_fails(
+    slurm, cache, tmp_path
+):
+    """One array of three jobs: job 0 trains, job 1 fails its checks (error.json), job 2 is cancelled while
+    it trains (killed: no error.json, no result). The sweep waits for all three, then names both failures."""
     out = tmp_path / "sweep"
-    done = sweep(*slurm, "model=P", *QUICK, "training.epochs=1,0", sweep=out, cache=cache)
-    assert done.returncode != 0
-    assert read(out / "0" / "final_results.json")["status"] == "completed"
-    error = read(out / "1" / "error.json")
-    assert "training.epochs = 0 is invalid" in error["message"]
-    assert read(out / "1" / "final_results.json")["status"] == "failed"
-    # The sweep report (a Hydra callback in the launcher's process) names the failed job.
-    assert "bionn: 1 of 2 job(s) failed" in done.stderr
-    assert "job 1 failed: " in done.stderr and "training.epochs = 0 is invalid" in done.stderr
-    assert str(out / "1" / "error.json") in done.stderr
-    summary = (out / "summary.csv").read_text()
-    assert "training.epochs=0" in summary and "failed" in summary
-
-
-def test_slurm_sweep_with_a_job_cancelled_mid_training_names_it_and_fails(slurm, cache, tmp_path):
-    out = tmp_path / "sweep"
-    cmd = sweep_command(*slurm, "model=P", *QUICK, "training.epochs=1,30", sweep=out, cache=cache)
+    cmd = sweep_command(*slurm, "model=P", *QUICK, "training.epochs=1,0,30", sweep=out, cache=cache)
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
-    while time.time() < deadline and launcher.poll() is None and not (out / "1" / "info.json").exists():
+    while time.time() < deadline and launcher.poll() is None and not (out / "2" / "info.json").exists():
         time.sleep(0.2)
-    assert launcher.poll() is None, "the sweep ended before its second job started"
+    assert launcher.poll() is None, "the sweep ended before its third job started"
     # <array>_<task>: the last task's own job id is the array's id, and scancel would take every task
-    slurm_job = read(out / "1" / "info.json")["slurm"]
+    slurm_job = read(out / "2" / "info.json")["slurm"]
     job = f"{slurm_job['array_job_id']}_{slurm_job['array_task_id']}"
-    subprocess.run(["scancel", job], check=True, capture_output=True)  # killed: no error.json, no result
+    subprocess.run(["scancel", job], check=True, capture_output=True)
     stdout, stderr = launcher.communicate(timeout=900)
 
     assert launcher.returncode != 0
     assert read(out / "0" / "final_results.json")["status"] == "completed"  # the other job finished
-    assert not (out / "1" / "final_results.json").exists()
-    assert "bionn: 1 of 2 job(s) failed" in stderr and "# Sweep summary" in stdout  # the report names it
+    error = read(out / "1" / "error.json")
+    assert "training.epochs = 0 is invalid" in error["message"]
+    assert read(out / "1" / "final_results.json")["status"] == "failed"
+    assert not (out / "2" / "final_results.json").exists()
+    # The sweep report (a Hydra callback in the launcher's process) names both failed jobs.
+    assert "bionn: 2 of 3 job(s) failed" in stderr and "# Sweep summary" in stdout
+    assert "job 1 failed: " in stderr and "training.epochs = 0 is invalid" in stderr
+    assert str(out / "1" / "error.json") in stderr
     assert re.search(
-        r"job 1 failed: run folder \S+, job \S+: ended CANCELLED.* without error.json; job log: "
+        r"job 2 failed: run folder \S+, job \S+: ended CANCELLED.* without error.json; job log: "
         r"\S+_log.err",
         stderr,
     ), stderr[-3000:]
-    assert [r["status"] for r in csv.DictReader((out / "summary.csv").open())] == ["completed", "failed"]
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["completed", "failed", "failed"]
+    assert "training.epochs=0" in (out / "summary.csv").read_text()
 
 
 def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slurm, tmp_path, monkeypatch):
@@ -254,7 +250,7 @@ def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slur
     rest of submitit are real."""
     import submitit
 
-    from hydra_plugins.bionn_launcher.launcher import _slurm_job_ended
+    from bionn.sweep_live import slurm_job_ended
 
     executor = submitit.SlurmExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(cpus_per_task=1, time=10)
@@ -275,22 +271,11 @@ def test_a_job_sacct_says_ended_while_slurm_requeued_it_is_still_waited_for(slur
     with monkeypatch.context() as m:
         m.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
         assert job.done(force_check=True) and job.state == "NODE_FAIL"  # submitit alone stops waiting here
-        assert not _slurm_job_ended(job)  # squeue still runs it
-    while not _slurm_job_ended(job):
+        assert not slurm_job_ended(job)  # squeue still runs it
+    while not slurm_job_ended(job):
         assert time.time() < deadline, "the job did not end"
         time.sleep(1)
     assert job.result() == "done\n"  # the job's own end, its result
-
-
-def test_local_launcher_sweep_runs_every_configuration_as_its_own_process(cache, tmp_path):
-    out = tmp_path / "sweep"
-    done = sweep("hydra/launcher=local", "model=P,E", *QUICK, sweep=out, cache=cache)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    for job, model in enumerate(["P", "E"]):
-        assert read(out / str(job) / "final_results.json")["status"] == "completed"
-        info = read(out / str(job) / "info.json")
-        assert info["config"]["model"]["name"] == model and info["slurm"] is None
-    assert len(list((out / ".submitit").rglob("*_0_log.out"))) == 2  # one submitit process per job
 
 
 def test_the_launcher_keys_reach_sbatch(slurm, cache, tmp_path):

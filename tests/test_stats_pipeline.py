@@ -110,11 +110,12 @@ def test_four_processes_computing_the_same_cache(tmp_path):
 
 
 def test_pipeline_batches_are_the_normalised_samples(small_dataset):
+    import bionn.backend.tensorflow as backend
     import bionn.data.pipeline as pipeline
 
     stats = compute_statistics(small_dataset, 200, progress=False)
     clock = pipeline.EpochClock(epoch=2)
-    train = pipeline.make_dataset(small_dataset, "train", stats, clock, batch_size=24)
+    train = backend.make_dataset(pipeline.batch_source(small_dataset, "train", stats, clock, batch_size=24))
     assert int(train.cardinality()) == 9  # 200 samples: 8 full batches of 24 and one of 8
     batches = list(train.as_numpy_iterator())
     assert [len(f) for f, _ in batches] == [24] * 8 + [8]
@@ -133,13 +134,15 @@ def test_pipeline_batches_are_the_normalised_samples(small_dataset):
 
 
 def test_pipeline_chunks_do_not_change_batches(small_dataset, monkeypatch):
+    import bionn.backend.tensorflow as backend
     import bionn.data.pipeline as pipeline
 
     stats = compute_statistics(small_dataset, 200, progress=False)
-    val = pipeline.make_dataset(small_dataset, "val", stats)
+    val = backend.make_dataset(pipeline.batch_source(small_dataset, "val", stats))
     reference = [lab for _, lab in val.as_numpy_iterator()]
     monkeypatch.setattr(pipeline, "CHUNK_SAMPLES", 48)
-    chunked = [lab for _, lab in pipeline.make_dataset(small_dataset, "val", stats).as_numpy_iterator()]
+    chunked = backend.make_dataset(pipeline.batch_source(small_dataset, "val", stats))
+    chunked = [lab for _, lab in chunked.as_numpy_iterator()]
     assert len(chunked) == len(reference) == 7
     for a, b in zip(chunked, reference, strict=False):
         np.testing.assert_array_equal(a, b)
@@ -194,7 +197,7 @@ def test_generate_cli_writes_the_documented_arrays(tmp_path):
     np.testing.assert_array_equal(index, np.arange(3510, 3547))  # val starts after 3500 train samples
     np.testing.assert_array_equal(time, np.arange(501.0))
     np.testing.assert_allclose(conc[:, 0, 0], e0)
-    from bionn.config.schema import resolve_dataset
+    from bionn.config.dataset import resolve_dataset
     from bionn.data.dataset import KineticsDataset
 
     ds = KineticsDataset(resolve_dataset("dtest", str(ROOT / "conf")))

@@ -25,7 +25,6 @@ from bionn.report.read import watch_states
 from bionn.run_folder import RunFolder
 from bionn.sweep import main as sweep_main
 from bionn.sweep_folder import SWEEP, Job, SweepFolder
-from hydra_plugins.bionn_launcher.launcher import plan_arrays
 
 FOUR = ["model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2,3,4"]
 
@@ -52,23 +51,6 @@ def cli(main, *args: str, capsys) -> tuple[int, str, str]:
 
 
 # ---- no cluster -------------------------------------------------------------------------
-
-
-def test_arrays_group_equal_resources_split_at_the_limit_and_share_the_parallelism():
-    from bionn.sweep_folder import Job
-
-    jobs = [({"mem_gb": 4 if n < 5 else 8}, Job(n, (f"x={n}",), str(n))) for n in range(7)]
-    arrays = plan_arrays(jobs, max_size=3, parallelism=4)
-    assert [[j.num for j in a.jobs] for a in arrays] == [[0, 1, 2], [3, 4], [5, 6]]
-    assert [a.params["mem_gb"] for a in arrays] == [4, 4, 8]
-    assert sum(a.throttle for a in arrays) == 4 and all(a.after is None for a in arrays)
-    # More arrays than the parallelism: one job at a time each, and at most 2 arrays at once.
-    arrays = plan_arrays(jobs, max_size=2, parallelism=2)
-    assert [a.throttle for a in arrays] == [1, 1, 1, 1]
-    assert [a.after for a in arrays] == [None, None, 0, 1]
-    # No limit and enough parallelism: one array per resource set, every job at once.
-    arrays = plan_arrays(jobs, max_size=None, parallelism=256)
-    assert [len(a.jobs) for a in arrays] == [5, 2] and [a.throttle for a in arrays] == [5, 2]
 
 
 def test_resume_and_watch_name_a_folder_that_is_no_sweep_and_change_nothing(tmp_path, capsys):
@@ -125,6 +107,9 @@ def test_local_sweep_resumes_only_unfinished_jobs_and_refuses_a_changed_one(cach
     local = ["hydra/launcher=local", "model=P", *QUICK, "training.save_interval=0", "runtime.seed=1,2"]
     first = run(sweep_command(*local, sweep=out, cache=cache))
     assert first.returncode == 0, first.stderr[-3000:]
+    # Each configuration trained in a process of its own (submitit's local executor), outside Slurm.
+    assert len(list((out / ".submitit").rglob("*_0_log.out"))) == 2
+    assert all(json.loads((out / j / "info.json").read_text())["slurm"] is None for j in ("0", "1"))
     # A run folder lost its result (as if the job had been killed): only it is run again.
     aside = tmp_path / "final_results.json"
     os.replace(out / "1" / "final_results.json", aside)
@@ -287,25 +272,6 @@ def test_detached_sweep_split_into_arrays_returns_at_once_completes_and_is_watch
     assert [r["status"] for r in rows(out)] == ["completed"] * 5
     assert all(read(out / str(n) / "final_results.json")["status"] == "completed" for n in range(5))
     assert json.loads((out / SWEEP).read_text())["launches"][0]["wait"] is False
-
-
-def test_a_job_whose_attempt_still_runs_on_this_host_is_live_and_named(tmp_path):
-    from bionn.run_folder import Outcome
-    from bionn.sweep_folder import Job
-    from hydra_plugins.bionn_launcher.launcher import live_jobs
-
-    folder = SweepFolder(tmp_path)
-    jobs = [Job(0, ("runtime.seed=1",), "0"), Job(1, ("runtime.seed=2",), "1")]
-    running = RunFolder(tmp_path / "0")
-    running.begin_attempt(None)  # this test's process: alive on this host, no Slurm job
-    ended = RunFolder(tmp_path / "1")
-    ended.begin_attempt(None)
-    ended.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
-    assert live_jobs(folder, jobs) == {
-        0: f"process {os.getpid()} on {os.uname().nodename} trains it (stop it: kill -INT {os.getpid()})"
-    }
-    running.end_attempt(Outcome.INTERRUPTED, reason="interrupted by SIGINT")
-    assert live_jobs(folder, jobs) == {}
 
 
 @pytest.mark.slow

@@ -179,7 +179,10 @@ def test_jobs_starting_together_on_a_new_sqlite_store_each_open_it(tmp_path):
     import subprocess
     import sys
 
-    script = "import sys; from bionn.tracking import _client; _client(sys.argv[1], 30.0).search_experiments()"
+    script = (
+        "import sys; from bionn.tracking.store import open_client; "
+        "open_client(sys.argv[1], 30.0).search_experiments()"
+    )
     for store in range(2):
         uri = f"sqlite:///{tmp_path / str(store) / '.mlflow' / 'mlflow.db'}"
         jobs = [

@@ -99,15 +99,16 @@ def test_two_replica_mirrored_strategy_on_cpu(tmp_path):
     assert test["r2_mean"] == pytest.approx(np.mean(test["r2_per_output"]), abs=1e-6)
     # The per-output sums are summed over both replicas: the saved model, evaluated on the whole test split
     # in this one process, gives the same R-squared (one replica's half of the split would not).
-    import bionn.data.pipeline as pipeline
+    from bionn.backend.tensorflow import make_dataset
     from bionn.data.dataset import KineticsDataset
+    from bionn.data.pipeline import batch_source
     from bionn.data.stats import load_or_compute_statistics
     from bionn.rsquared import r2_per_output
 
     cfg = composed("model=P", "debug=quick")
     ds = KineticsDataset(cfg.dataset)
     stats = load_or_compute_statistics(ds, cfg.training.use_stats_of, tmp_path / "cache", progress=False)
-    batches = list(pipeline.make_dataset(ds, "test", stats).as_numpy_iterator())
+    batches = list(make_dataset(batch_source(ds, "test", stats)).as_numpy_iterator())
     features, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
     predicted = model(run).predict(features, verbose=0)
     assert len(labels) == ds.split_size("test")
@@ -194,7 +195,7 @@ def test_interrupted_then_killed_run_resumes_as_recorded_attempts_and_ends_bit_e
     assert results(straight)["evaluation"] == final["evaluation"]
     assert not (run / "backup").exists()  # a finished run keeps no resume point
     # the best validation epoch survives the interruptions: the straight run's epoch, value and weights
-    assert folder.best_state() == RunFolder(straight).best_state()
+    assert folder.best.state() == RunFolder(straight).best.state()
     assert final["best_epoch"] == 1 + int(np.argmin(folder.history()["val_loss"]))
     for a, b in zip(
         weights(straight, "inference_best.keras"), weights(run, "inference_best.keras"), strict=True

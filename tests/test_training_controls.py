@@ -10,7 +10,9 @@ import pytest
 from conftest import composed, make_dataset, rescaled_concentrations
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, Precision, check_run
+from bionn.config.checks import check_run
+from bionn.config.errors import ConfigError
+from bionn.config.schema import Precision
 from bionn.data.stats import statistics_key
 from bionn.nn.model import build_model, compile_model
 from bionn.nn.optim import LearningRate, PlateauCallback, check_precision, learning_rate

@@ -21,7 +21,8 @@ import pytest
 from conftest import ROOT, composed
 from omegaconf import OmegaConf
 
-from bionn.config.schema import ConfigError, OnConfigChange
+from bionn.config.errors import ConfigError
+from bionn.config.schema import OnConfigChange
 from bionn.rsquared import RSquaredSums
 from bionn.run_folder import ConfigChanged, RunFolder
 
@@ -67,8 +68,8 @@ def test_a_finished_run_keeps_statistics_best_weights_inference_models_and_prove
     folder = RunFolder(run_dir)
     final = folder.final()
     val = folder.history()["val_loss"]
-    assert final["best_epoch"] == folder.best_state()["epoch"] == 1 + int(np.argmin(val))
-    assert folder.best_state()["val_loss"] == pytest.approx(min(val))
+    assert final["best_epoch"] == folder.best.state()["epoch"] == 1 + int(np.argmin(val))
+    assert folder.best.state()["val_loss"] == pytest.approx(min(val))
     assert [p.name for p in (run_dir / "best").glob("*.h5")] == [f"epoch_{final['best_epoch']}.weights.h5"]
     for name in ("statistics.npz", "inference_best.keras", "inference_last.keras"):
         assert (run_dir / name).is_file()
@@ -303,8 +304,8 @@ def test_no_model_another_engine_or_an_older_bionn_is_refused(trained, tmp_path,
 
 
 def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(tmp_path, monkeypatch):
-    import bionn.data
-    from bionn.train import Claim, claim
+    import bionn.engine_version
+    from bionn.run.claim import Claim, claim
 
     config = OmegaConf.to_container(composed("debug=quick"), resolve=True, enum_to_str=True)
     folder = RunFolder(tmp_path / "run")
@@ -313,11 +314,12 @@ def test_a_run_folder_of_another_engine_version_is_refused_like_a_config_change(
     folder.write_history([{"epoch": 0.0, "loss": 1.0}])  # an epoch trained: the data it saw matters
     assert claim(folder, config, OnConfigChange.refuse) == Claim()  # same engine: resumes
 
-    monkeypatch.setattr(bionn.data, "ENGINE_VERSION", 3)
+    monkeypatch.setattr(bionn.engine_version, "ENGINE_VERSION", 3)
     with pytest.raises(ConfigChanged) as refused:
         claim(folder, config, OnConfigChange.refuse)
-    assert "data engine version (bionn.data.ENGINE_VERSION): 2 (in the folder) -> 3 (this bionn)" in str(
-        refused.value
+    assert (
+        "data engine version (bionn.engine_version.ENGINE_VERSION): 2 (in the folder) -> 3 (this bionn)"
+        in str(refused.value)
     )
     assert "runtime.on_config_change=move_aside" in str(refused.value)
     assert folder.ledger() is not None  # the reader checks the ledger with the version it recorded

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bionn.config.schema import find_config_dir, register_schemas
+from bionn.config.dataset import find_config_dir
+from bionn.config.schema import register_schemas
 
 
 def compose_run(

@@ -21,8 +21,9 @@ import numba
 import numpy as np
 from numba import njit
 
-from bionn.config.schema import SPLIT_NAMES, Label, check_dataset, split_sizes
+from bionn.config.dataset import SPLIT_NAMES, Label, check_dataset, split_sizes
 from bionn.data import kinetics
+from bionn.data.draws import sample_state, uniform
 
 # Stream number of the order shuffle's random numbers, apart from all sample streams.
 _ORDER_STREAM = 2**62
@@ -62,10 +63,10 @@ def _buffer_shuffle(seq, buffer_size, seed, epoch):
     out = np.empty_like(seq)
     size = min(buffer_size, n)
     buf = seq[:size].copy()
-    state = kinetics.sample_state(seed, _ORDER_STREAM, epoch)
+    state = sample_state(seed, _ORDER_STREAM, epoch)
     nxt = size
     for pos in range(n):
-        slot = int(kinetics._uniform(state, pos, 0.0, float(size)))
+        slot = int(uniform(state, pos, 0.0, float(size)))
         slot = min(slot, size - 1)
         out[pos] = buf[slot]
         if nxt < n:
@@ -180,24 +181,18 @@ class KineticsDataset:
         mean, scale = normalise if normalise is not None else (np.zeros((t, k)), np.ones((t, k)))
         extra = (min(n, 8 * numba.get_num_threads()),) if parallel else ()
         kernel = kinetics.generate_parallel if parallel else kinetics.generate_serial
-        kernel(
+        spec = (
             self.seed,
             stream,
-            indices,
             self.bounds,
             self.mechanism,
             self.dt,
             self.sign_rule,
             np.ascontiguousarray(mean, dtype=np.float64).reshape(t, k),
             np.ascontiguousarray(scale, dtype=np.float64).reshape(t, k),
-            out.features,
-            out.labels,
-            out.kinetic,
-            out.amplitudes,
-            out.spectra,
-            out.concentrations,
-            *extra,
         )
+        outs = (out.features, out.labels, out.kinetic, out.amplitudes, out.spectra, out.concentrations)
+        kernel(spec, indices, outs, *extra)
         if self.label is Label.relative:  # C^T U_k / (E0 + S0): concentrations relative to the total
             out.labels /= (out.kinetic[:, 3] + out.kinetic[:, 4])[:, None]
         return out

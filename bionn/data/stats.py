@@ -20,9 +20,9 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from bionn.config.schema import Label
-from bionn.data import ENGINE_VERSION
+from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset, dataset_label
+from bionn.engine_version import ENGINE_VERSION
 from bionn.io import atomic_save_npz
 
 # Added to the standard deviation before dividing (docs/data-model.md, "Normalisation").

@@ -1,23 +1,51 @@
-"""Callbacks that keep a run folder trustworthy (data epoch, history, periodic results, backup),
-tell the user how training goes (ProgressLog) and a search how its trial goes (ReportEpochs)."""
+"""Callbacks that keep a run's records trustworthy (data epoch, history, periodic results, backup),
+tell the user how training goes (ProgressLog) and a search how its trial goes (ReportEpochs).
+
+They name no file of a run folder: the caller hands them the records to write (EpochRecords, a
+CommitFolder), bionn.run_folder's RunFolder and StateFolder in a training."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import keras
 import numpy as np
 
 from bionn.clock import EpochClock
 from bionn.io import atomic_path, atomic_save_npz
-from bionn.run_folder import BACKUP, BACKUP_STATE, CHECKPOINTS, RunFolder, history_columns
 
 log = logging.getLogger("bionn.train")
 # Within a long epoch, ProgressLog writes a line this often (a batch job's log shows it is moving).
 PROGRESS_EVERY_S = 60.0
+
+
+class EpochRecords(Protocol):
+    """Where a run's epochs are recorded: the history rows, each periodic result and its model."""
+
+    def history_rows(self) -> list[dict[str, float]]: ...
+
+    def write_history(self, rows: list[dict[str, float]]) -> None: ...
+
+    def checkpoint(self, epoch: int) -> Path:
+        """Where the model saved with the periodic results after `epoch` epochs goes."""
+        ...
+
+    def write_periodic_results(self, epoch: int, results: dict) -> None: ...
+
+
+class CommitFolder(Protocol):
+    """A folder of files and a state that commits them: files not named by the state are stale."""
+
+    path: Path
+
+    def state(self) -> dict | None: ...
+
+    def commit(self, state: dict) -> None: ...
 
 
 class EpochClockCallback(keras.callbacks.Callback):
@@ -34,7 +62,7 @@ class EpochClockCallback(keras.callbacks.Callback):
 class HistoryCSV(keras.callbacks.Callback):
     """history.csv rewritten atomically after every epoch; a resumed run drops rows it will redo."""
 
-    def __init__(self, folder: RunFolder):
+    def __init__(self, folder: EpochRecords):
         super().__init__()
         self.folder = folder
         self.rows: list[dict] = []
@@ -48,7 +76,9 @@ class HistoryCSV(keras.callbacks.Callback):
         self.folder.write_history(self.rows)
 
     def history(self) -> dict[str, list[float]]:
-        return history_columns(self.rows)
+        """Metric name -> its value at every epoch so far (NaN where an epoch did not log it)."""
+        metrics = dict.fromkeys(k for row in self.rows for k in row if k != "epoch")
+        return {name: [row.get(name, math.nan) for row in self.rows] for name in metrics}
 
 
 class ReportEpochs(keras.callbacks.Callback):
@@ -124,7 +154,7 @@ class PeriodicResults(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, interval: int, folder: RunFolder, evaluate: Callable[[keras.Model], dict], write: bool = True
+        self, interval: int, folder: EpochRecords, evaluate: Callable[[keras.Model], dict], write: bool = True
     ):
         super().__init__()
         self.interval = interval
@@ -137,20 +167,21 @@ class PeriodicResults(keras.callbacks.Callback):
         if not self.interval or number % self.interval:
             return
         if self.write:
-            save_model(self.model, self.folder / CHECKPOINTS / f"model_epoch_{number}.keras")
+            save_model(self.model, self.folder.checkpoint(number))
         results = {"epoch": number, "logs": {k: float(v) for k, v in (logs or {}).items()}}
         results["evaluation"] = self.evaluate(self.model)
         if self.write:
-            self.folder.write_json(f"results_epoch_{number}.json", results)
+            self.folder.write_periodic_results(number, results)
 
 
 class RunBackup(keras.callbacks.Callback):
-    """backup/ in the run folder: where a stopped run resumes, committed atomically after every epoch.
+    """The resume point (`backup`: a run folder's backup/): where a stopped run resumes, committed
+    atomically after every epoch.
 
     Keras' BackupAndRestore rewrites its weights file and then its epoch file in place, so a kill
     during or between the two writes leaves a backup that fails to load or resumes at the wrong
     epoch. Here each epoch saves a new weights file (model and optimizer) under a temporary name,
-    renames it into place, and then replaces state.json: the commit, naming the epoch to resume
+    renames it into place, and then commits the state (`backup.commit`), naming the epoch to resume
     at, that file and the early-stopping state. Superseded files go after the commit, so a kill at
     any moment leaves the last resume point or the new one, whole.
 
@@ -162,18 +193,16 @@ class RunBackup(keras.callbacks.Callback):
     epoch resumes as pruned.
     """
 
-    STATE = BACKUP_STATE
-
     def __init__(
         self,
-        folder: RunFolder,
+        backup: CommitFolder,
         early: keras.callbacks.EarlyStopping | None = None,
         write: bool = True,
         pruners: list[keras.callbacks.Callback] = (),
     ):
         super().__init__()
-        self.folder = folder
-        self.directory = folder / BACKUP
+        self.backup = backup
+        self.directory = backup.path
         self.early = early
         self.write = write
         self.pruners = list(pruners)
@@ -186,7 +215,7 @@ class RunBackup(keras.callbacks.Callback):
     def restore(self, model: keras.Model) -> int:
         """Load the committed weights into `model` (built and compiled, inside its strategy's scope);
         returns the epoch to resume at, 0 without a backup."""
-        state = self._read_state()
+        state = self.backup.state()
         if self.write:
             self._prune(state)
         if not state:
@@ -224,7 +253,7 @@ class RunBackup(keras.callbacks.Callback):
             self.model.save_weights(tmp)
         if self.early is not None:
             state["early_stopping"] = self._early_snapshot()
-        self.folder.write_json(f"{BACKUP}/{self.STATE}", state)
+        self.backup.commit(state)
         self._prune(state)
         for listener in self.on_commit:
             listener(epoch, {k: float(v) for k, v in (logs or {}).items()})
@@ -247,12 +276,9 @@ class RunBackup(keras.callbacks.Callback):
             "best_weights": best_weights,
         }
 
-    def _read_state(self) -> dict | None:
-        return self.folder.backup_state()
-
     def _prune(self, state: dict | None) -> None:
         """Delete what no commit refers to: superseded files and temporary files of a killed save."""
-        keep = {self.STATE}
+        keep = set()
         if state:
             keep |= {state["weights"], (state.get("early_stopping") or {}).get("best_weights")}
         for path in self.directory.glob("*"):

@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from bionn.io import atomic_path
-from bionn.run_folder import BACKUP_STATE, BEST, RunFolder
+from bionn.nn.callbacks import CommitFolder
 
 
 @keras.saving.register_keras_serializable(package="bionn")
@@ -63,17 +63,17 @@ def inference_model(network: keras.Model, feature_mean: np.ndarray, feature_scal
 
 
 class BestWeights(keras.callbacks.Callback):
-    """The best validation epoch's weights in best/: each better epoch saves a new weights file, then
-    replaces state.json (the commit: epoch, val_loss, file), then deletes the older file. The best value
-    is read back from state.json when a run resumes, so a requeue keeps it."""
+    """The best validation epoch's weights in `best` (a run folder's best/): each better epoch saves a
+    new weights file, then commits the state (epoch, val_loss, file), then deletes the older file. The
+    best value is read back from the state when a run resumes, so a requeue keeps it."""
 
-    def __init__(self, folder: RunFolder):
+    def __init__(self, best: CommitFolder):
         super().__init__()
-        self.folder = folder
+        self.folder = best
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
-        state = self.folder.best_state()
+        state = self.folder.state()
         self.best = state["val_loss"] if state else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
@@ -82,11 +82,9 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best = value
         name = f"epoch_{epoch + 1}.weights.h5"
-        with atomic_path(self.folder / BEST / name) as tmp:
+        with atomic_path(self.folder.path / name) as tmp:
             self.model.save_weights(tmp)
-        self.folder.write_json(
-            f"{BEST}/{BACKUP_STATE}", {"epoch": epoch + 1, "val_loss": value, "weights": name}
-        )
-        for path in (self.folder / BEST).glob("*.weights.h5"):
+        self.folder.commit({"epoch": epoch + 1, "val_loss": value, "weights": name})
+        for path in self.folder.path.glob("*.weights.h5"):
             if path.name != name:
                 path.unlink(missing_ok=True)

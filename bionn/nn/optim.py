@@ -19,7 +19,9 @@ from typing import Any
 import keras
 from keras import ops
 
-from bionn.config.schema import ConfigError, Precision, Schedule
+from bionn import backend
+from bionn.config.errors import ConfigError
+from bionn.config.schema import Precision, Schedule
 from bionn.machine import cpu_flags
 
 # CPU feature flags (/proc/cpuinfo) with which TensorFlow's CPU kernels compute a mixed
@@ -36,17 +38,6 @@ GPU_CAPABILITY = {Precision.mixed_bfloat16: (8, 0), Precision.mixed_float16: (7,
 def precision_of(training_cfg: Any) -> Precision:
     value = training_cfg.get("precision", Precision.float32)
     return Precision(getattr(value, "value", value))
-
-
-def gpu_capabilities() -> list[tuple[int, int]]:
-    import tensorflow as tf
-
-    found = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability:
-            found.append(tuple(capability))
-    return found
 
 
 def check_precision(
@@ -70,7 +61,7 @@ def check_precision(
         ) from None
     if precision is Precision.float32:
         return precision
-    gpus = gpu_capabilities() if gpus is None else gpus
+    gpus = backend.current().gpu_capabilities() if gpus is None else gpus
     if gpus:
         if all(tuple(c) >= GPU_CAPABILITY[precision] for c in gpus):
             return precision

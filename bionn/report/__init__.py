@@ -10,15 +10,21 @@ until all have ended; it writes nothing (docs/sweeps.md). In a search folder (on
 search.json, docs/search.md) it also writes search.csv, best.yaml and search.png, prints
 the trials by objective, and --watch shows the trials and the search's workers.
 
-    read.py    run folders -> JobSummary (through bionn.run_folder; never raises)
-    render.py  JobSummary -> table, summary.md, summary.csv, summary.png (and the sections on
-               bionn-evaluate's evaluations and on repeats)
-    repeats.py runs differing only in runtime.seed -> mean and std per metric, repeats.csv, repeats.png
-    search.py  a search folder's study -> its trials, search.csv, best.yaml, search.png, --watch
-    cli.py     write_report, the command line and the Hydra callback
+    read.py           run folders -> JobSummary (through bionn.run_folder; never raises), each sweep
+                      job's --watch state, the baseline rows
+    render.py         JobSummary -> table, summary.md, summary.csv, summary.png (and the sections on
+                      bionn-evaluate's evaluations and on repeats)
+    repeats.py        runs differing only in runtime.seed -> mean and std per metric, repeats.csv, repeats.png
+    search.py         a search folder's record and study -> SearchSummary (its trials, best first)
+    search_render.py  SearchSummary -> the trials' markdown, search.csv, best.yaml, search.png
+    search_watch.py   --watch on a search: the trials' progress, each worker from worker.json and squeue
+    cli.py            write_report, the command line and the Hydra callback
 
-Everything is read from disk (with submitit the jobs ran in other processes).
-The report imports no training code.
+Everything is read from disk (with submitit the jobs ran in other processes). A search is read
+through bionn.search (folder.py, space.py), the layer below the report. The report imports no
+training code and loads neither Numba nor TensorFlow, but for read.ridge_baseline: the one place
+that loads the data engine (bionn.baseline), lazily, to look up the cached ridge baseline of the
+runs' datasets.
 """
 
 from bionn.report.cli import SUMMARY_FILES, SweepReport, main, write_report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from bionn.io import atomic_write_bytes
-from bionn.outcome import ENDED
 from bionn.report.read import (
     NOT_STARTED,
     BaselineProvider,
@@ -24,21 +24,14 @@ from bionn.report.read import (
     ridge_baseline,
     watch_states,
 )
-from bionn.report.render import render_csv, render_markdown, render_png, render_watch
-from bionn.report.repeats import REPEAT_FILES, repeat_groups, repeats_csv, repeats_png
-from bionn.report.search import (
-    SEARCH_FILES,
-    is_search,
-    launched_on_cluster,
-    read_search,
-    render_search_watch,
-    search_ended,
-    worker_states,
-    write_search,
-)
-from bionn.run_folder import ERROR, MARKERS, Status, now
+from bionn.report.render import render_csv, render_markdown, render_watch, write_summary_png
+from bionn.report.repeats import REPEAT_FILES, repeat_groups, repeats_csv, write_repeats_png
+from bionn.report.search import is_search, read_search
+from bionn.report.search_render import SEARCH_FILES, write_search
+from bionn.report.search_watch import launched_on_cluster, render_search_watch, search_ended, worker_states
+from bionn.run_folder import ERROR, MARKERS, RunFolderError, Status, now
 from bionn.slurm import queue_states
-from bionn.sweep_folder import SweepFolderError
+from bionn.sweep_folder import SweepFolder, SweepFolderError
 
 log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
@@ -51,8 +44,9 @@ def write_report(
     ended: list[tuple[str, list[str], str]] = (),
 ) -> tuple[list[JobSummary], str]:
     """Read every run under root, write summary.{csv,md,png} into out (default root); in a search folder
-    also search.csv, best.yaml and search.png (bionn.report.search). ended: (run folder, overrides, why)
-    of the sweep's jobs that ended without a result in their folder (bionn.outcome.ENDED): failed rows.
+    also search.csv, best.yaml and search.png (search_render.py). ended: (run folder, overrides, why)
+    of the sweep's jobs that ended without a result in their folder (bionn.sweep_folder.ENDED_JOBS): failed
+    rows.
 
     Returns the jobs (model runs, then baseline rows) and the markdown text (the search's trials first).
     """
@@ -65,7 +59,7 @@ def write_report(
     if not runs:
         notes.append(f"no run folder under {root} (none holds any of {', '.join(MARKERS)})")
     try:
-        atomic_write_bytes(out / "summary.png", render_png(jobs))
+        write_summary_png(jobs, out / "summary.png")
     except Exception as err:  # a plot must not hide the table
         notes.append(f"summary.png not written ({type(err).__name__}: {err})")
     groups = repeat_groups(runs)
@@ -74,7 +68,7 @@ def write_report(
     if groups:
         atomic_write_bytes(out / "repeats.csv", repeats_csv(groups).encode())
         try:
-            atomic_write_bytes(out / "repeats.png", repeats_png(groups))
+            write_repeats_png(groups, out / "repeats.png")
         except Exception as err:  # a plot must not hide the table
             notes.append(f"repeats.png not written ({type(err).__name__}: {err})")
     text = render_markdown(root, jobs, notes)
@@ -120,12 +114,11 @@ class SweepReport(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not OmegaConf.select(config, "hydra.launcher.wait", default=True):
-            return  # the jobs were only submitted: the last one to end writes the report
-        # Jobs that ended without a result in their run folder (refused before anything was written,
-        # raised in another process, killed): only this process knows them (bionn.outcome.ENDED).
-        ended, ENDED[:] = list(ENDED), []
+            return  # the jobs were only submitted: the last one to end writes the report (on_job_end)
         try:
-            jobs, text = write_report(sweep_dir, ended=ended)
+            # Jobs that ended without a result in their run folder (refused before anything was written,
+            # raised in another process, killed), as this process noted them in the sweep folder.
+            jobs, text = write_report(sweep_dir, ended=SweepFolder(sweep_dir).take_ended())
         except Exception as err:
             print(
                 f"bionn-report: could not report on {sweep_dir}: {type(err).__name__}: {err}", file=sys.stderr
@@ -140,6 +133,26 @@ class SweepReport(Callback):
         if failed:
             print(f"bionn: {len(failed)} of {len(jobs)} job(s) failed", file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+    def on_job_end(self, config: Any, **kwargs: Any) -> None:
+        """In a launch that did not wait (hydra.launcher.wait=false): once every job of the sweep has ended,
+        write the sweep report. Each job asks after its own end is recorded, so the last one to end sees
+        every other end."""
+        from omegaconf import OmegaConf
+
+        if OmegaConf.select(config, "hydra.launcher.wait", default=True):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_absolute():  # relative to where it was launched; the job may have left (chdir)
+            sweep_dir = Path(os.path.relpath(Path(str(config.hydra.runtime.cwd)) / sweep_dir))
+        try:
+            if SweepFolder(sweep_dir).every_job_ended():
+                write_report(sweep_dir)
+                log.info("every job of the sweep ended; wrote the sweep report in %s", sweep_dir)
+        except (SweepFolderError, RunFolderError, OSError) as err:
+            log.warning(
+                "could not write the sweep report of %s: %s (bionn-report %s)", sweep_dir, err, sweep_dir
+            )
 
 
 def to_mlflow(
@@ -166,8 +179,8 @@ def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
     """bionn-report DIR --to-mlflow URI: one line per run folder, one paragraph for a bad URI or store."""
     from types import SimpleNamespace
 
+    from bionn.config.checks import check_tracking
     from bionn.config.errors import ConfigError
-    from bionn.config.schema import check_tracking
     from bionn.tracking import store_for
 
     try:
@@ -202,6 +215,7 @@ def _import_command(folder: Path, uri: str, experiment: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`bionn-report` with argv (default sys.argv[1:]); returns its exit code."""
     parser = argparse.ArgumentParser(
         prog="bionn-report", description="Sweep report of a run or multirun folder."
     )

@@ -1,7 +1,9 @@
-"""Reading a sweep: one JobSummary per run folder, through bionn.run_folder only.
+"""Reading a sweep: one JobSummary per run folder (through bionn.run_folder only), the --watch state of
+each recorded job of a sweep folder, and the baseline rows.
 
 Any file may be missing, half-written by a job still running, corrupt or
 hand-edited: such problems become `problems` of the job, never an exception.
+`ridge_baseline` is the report's one door to the data engine (bionn.baseline loads bionn.data and Numba).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class JobSummary:
         """The test R-squared the plot shows: r2_mean (per-output, averaged) when present, else R_squared."""
         for name in ("r2_mean", "r_squared"):
             for key, value in self.test.items():
-                if key.lower() == name and _is_number(value):
+                if key.lower() == name and is_number(value):
                     return key, float(value)
         return None
 
@@ -87,7 +89,7 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
     attempts = load(folder.attempts, [])
     history = load(folder.history, {})
     info = load(folder.info) or {}
-    overrides = load(lambda: _yaml(path / HYDRA / "overrides.yaml"))
+    overrides = load(lambda: read_yaml(path / HYDRA / "overrides.yaml"))
     if overrides is None and not (path / HYDRA / "overrides.yaml").exists():
         problems.append(f"{HYDRA}/overrides.yaml: missing (overrides unknown)")
     status = load(folder.status)
@@ -106,25 +108,14 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
     # A failed or unfinished job has no best_val_loss of its own: take it from history.csv.
     job.best_val_loss = final.get("best_val_loss") if "best_val_loss" in final else min(finite, default=None)
     if status == Status.FAILED:
-        error = load(folder.error) or {}
-        failed = [a for a in attempts if a.get("outcome") == Outcome.FAILED]
-        job.error = (
-            error.get("message")
-            or final.get("error")
-            or ((failed or [{}])[-1].get("error") or {}).get("message")
-        )
+        job.error = _failure_message(load(folder.error) or {}, final, attempts)
     if isinstance(final.get("evaluation"), dict):
-        job.test, job.test_source = dict(final["evaluation"].get("test") or {}), FINAL
-        reference = final.get("reference") if isinstance(final.get("reference"), dict) else {}
-        # beside the run's r2_mean: its label's ceiling and, when cached, the ridge baseline
-        for key in ("ceiling_r2", "ridge_r2"):
-            if f"{key}_mean" in reference:
-                job.test[key] = reference[f"{key}_mean"]
+        job.test, job.test_source = _final_test(final), FINAL
     elif status not in FINISHED:
         job.test, job.test_source = _latest_periodic_test(folder, problems)
     config = info.get("config")
     if config is None:
-        config = load(lambda: _yaml(path / HYDRA / "config.yaml"))
+        config = load(lambda: read_yaml(path / HYDRA / "config.yaml"))
     job.dataset = config.get("dataset") if isinstance(config, dict) else None
     runtime = (config or {}).get("runtime") if job.dataset else None
     job.stats_cache_dir = runtime.get("stats_cache_dir") if isinstance(runtime, dict) else None
@@ -133,6 +124,25 @@ def read_job(folder: RunFolder, root: Path) -> JobSummary:
         problems.append("history.csv: missing (no epoch finished yet)")
     job.problems = list(dict.fromkeys(problems))  # a file read by two readers is named once
     return job
+
+
+def _failure_message(error: dict, final: dict, attempts: list[dict]) -> str | None:
+    """A failed job's message: error.json's, else final_results.json's, else its last failed attempt's."""
+    failed = [a for a in attempts if a.get("outcome") == Outcome.FAILED]
+    return (
+        error.get("message") or final.get("error") or ((failed or [{}])[-1].get("error") or {}).get("message")
+    )
+
+
+def _final_test(final: dict) -> dict[str, Any]:
+    """The test metrics of final_results.json and, beside the run's r2_mean, its label's ceiling and,
+    when cached, the ridge baseline."""
+    test = dict(final["evaluation"].get("test") or {})
+    reference = final.get("reference") if isinstance(final.get("reference"), dict) else {}
+    for key in ("ceiling_r2", "ridge_r2"):
+        if f"{key}_mean" in reference:
+            test[key] = reference[f"{key}_mean"]
+    return test
 
 
 def collect(root: Path) -> list[JobSummary]:
@@ -161,6 +171,7 @@ SWEEP_NAME = "sweep.json"
 
 
 def natural(name: str) -> list:
+    """A sort key that orders numbers in a name by value (job 2 before job 10)."""
     import re
 
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
@@ -210,7 +221,7 @@ def _job_state(folder: RunFolder, job: Any, job_id: str | None, queue: dict[str,
     if status in FINAL_STATUSES:
         state.state, state.ended = status.value, True
         if status == Status.FAILED:
-            error = _quiet(folder.error) or {}
+            error = quiet(folder.error) or {}
             state.detail = str(error.get("message") or "")[:120]
         return state
     if job_id is None:
@@ -238,7 +249,7 @@ def _job_state(folder: RunFolder, job: Any, job_id: str | None, queue: dict[str,
                 state.detail = "left the queue before it started"
         return state
     if status == Status.INTERRUPTED or (queue is not None and queued in QUEUED):
-        attempts = _quiet(folder.attempts) or []
+        attempts = quiet(folder.attempts) or []
         reason = next((a.get("reason") for a in reversed(attempts) if a.get("reason")), None) or "interrupted"
         if queue is not None and queued in QUEUED | {"RUNNING", "COMPLETING"}:
             state.state = "requeued"
@@ -255,7 +266,7 @@ def _job_state(folder: RunFolder, job: Any, job_id: str | None, queue: dict[str,
         state.detail = "its last attempt never recorded an end"
         return state
     state.state = "running"
-    state.detail = _progress(folder)
+    state.detail = progress(folder)
     return state
 
 
@@ -266,9 +277,10 @@ def _died(queued: str | None) -> tuple[str, bool]:
     return f"died without a trace ({why})", True
 
 
-def _progress(folder: RunFolder) -> str:
-    rows = _quiet(folder.history_rows) or []
-    config = (_quiet(folder.ledger) or _quiet(folder.info) or {}).get("config") or {}
+def progress(folder: RunFolder) -> str:
+    """A running job's progress from its run folder, e.g. "epoch 3 of 10, last val_loss 0.0123"."""
+    rows = quiet(folder.history_rows) or []
+    config = (quiet(folder.ledger) or quiet(folder.info) or {}).get("config") or {}
     epochs = (config.get("training") or {}).get("epochs")
     if isinstance(epochs, int) and len(rows) >= epochs:
         text = f"{len(rows)} of {epochs} epochs done, finishing"
@@ -281,7 +293,8 @@ def _progress(folder: RunFolder) -> str:
     return text
 
 
-def _quiet(reader: Callable[[], Any]) -> Any:
+def quiet(reader: Callable[[], Any]) -> Any:
+    """What reader() returns, None when the file it reads is missing or unreadable."""
     try:
         return reader()
     except (RunFolderError, OSError):
@@ -306,7 +319,9 @@ def baseline_rows(jobs: list[JobSummary], provider: BaselineProvider | None) -> 
 
 
 def ridge_baseline(dataset: dict, cache_dir: str | None) -> dict | None:
-    """The ridge baseline of a dataset if `scripts/baseline_ridge.py` (or bench_accuracy) cached it."""
+    """The ridge baseline of a dataset if `scripts/baseline_ridge.py` (or bench_accuracy) cached it; None
+    otherwise (never fitted here). The one place the report loads the data engine (bionn.baseline, hence
+    bionn.data and Numba), lazily: only for a report whose runs name a dataset, whose cache key needs it."""
     from omegaconf import OmegaConf
 
     from bionn.baseline import cached_baseline
@@ -317,7 +332,8 @@ def ridge_baseline(dataset: dict, cache_dir: str | None) -> dict | None:
         return None
 
 
-def _yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """The YAML file at path (None when missing); RunFolderError naming it when it is not valid YAML."""
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -343,5 +359,6 @@ def _latest_periodic_test(folder: RunFolder, problems: list[str]) -> tuple[dict,
     return {}, ""
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for an int or float (a bool is no number here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

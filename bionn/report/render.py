@@ -1,4 +1,5 @@
-"""Rendering a sweep report: the table (terminal, summary.md), summary.csv and summary.png."""
+"""Rendering a sweep report: the table (terminal, summary.md), summary.csv, summary.png and the --watch
+screen of a sweep's jobs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bionn.report.read import BASELINE, JobState, JobSummary, _is_number
+from bionn.io import figure, write_figure
+from bionn.report.read import BASELINE, JobState, JobSummary, is_number
 from bionn.report.repeats import repeat_groups
 from bionn.run_folder import ERROR, FINAL, Status
 
@@ -20,12 +22,13 @@ def metric_columns(jobs: list[JobSummary]) -> list[str]:
     names: dict[str, None] = {}
     for job in jobs:
         for key, value in job.test.items():
-            if value is None or _is_number(value):
+            if value is None or is_number(value):
                 names.setdefault(key, None)
     return list(names)
 
 
 def common_overrides(jobs: list[JobSummary]) -> list[str]:
+    """The overrides every run shares (left out of their labels); none with fewer than two runs."""
     runs = [job for job in jobs if job.status != BASELINE]
     if len(runs) < 2:
         return []
@@ -62,6 +65,7 @@ def job_label(job: JobSummary, drop_overrides: list[str] = (), width: int = 45) 
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table, its columns padded to their widest cell."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
@@ -198,15 +202,11 @@ def render_csv(jobs: list[JobSummary]) -> str:
 # ---- plot ---------------------------------------------------------------------------
 
 
-def render_png(jobs: list[JobSummary]) -> bytes:
-    """Test R-squared per job (bars) beside the validation-loss curves of all jobs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def write_summary_png(jobs: list[JobSummary], path: Path) -> None:
+    """summary.png at `path`: test R-squared per job (bars) beside the validation-loss curves of all jobs."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.0, 0.35 * len(jobs) + 1.5)))
+    fig, (left, right) = figure(ncols=2, figsize=(13, max(4.0, 0.35 * len(jobs) + 1.5)))
     common = common_overrides(jobs)
     labels, values, names = [], [], set()
     for job in jobs:
@@ -238,11 +238,8 @@ def render_png(jobs: list[JobSummary]) -> bytes:
     right.grid(alpha=0.3)
     if curves and len(curves) <= 20:
         right.legend(fontsize=7)
-    buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    write_figure(fig, path)
 
 
 def _cell(value: Any, digits: int = 4) -> str:

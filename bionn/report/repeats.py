@@ -13,8 +13,10 @@ import io
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
-from bionn.report.read import JobSummary, _is_number
+from bionn.io import figure, write_figure
+from bionn.report.read import JobSummary, is_number
 from bionn.run_folder import Status
 
 SEED = "runtime.seed="
@@ -26,11 +28,14 @@ _COUNTED = {Status.COMPLETED.value, Status.EARLY_STOPPED.value}
 
 @dataclass
 class RepeatGroup:
+    """Finished jobs that differ only in runtime.seed."""
+
     overrides: list[str]  # shared by the group's jobs (the seed left out)
     jobs: list[JobSummary]
 
     @property
     def seeds(self) -> list[str]:
+        """The group's seeds, in the order of its jobs."""
         return [_seed(job) or "?" for job in self.jobs]
 
     def metrics(self) -> dict[str, tuple[float, float]]:
@@ -39,7 +44,7 @@ class RepeatGroup:
         for job in self.jobs:
             scalars = {"best_val_loss": job.best_val_loss, **{f"test_{k}": v for k, v in job.test.items()}}
             for key, value in scalars.items():
-                if _is_number(value) and math.isfinite(value) and not key.startswith(_CONSTANT):
+                if is_number(value) and math.isfinite(value) and not key.startswith(_CONSTANT):
                     values.setdefault(key, []).append(float(value))
         return {
             key: (statistics.fmean(v), statistics.stdev(v))
@@ -87,14 +92,9 @@ def repeats_csv(groups: list[RepeatGroup]) -> str:
     return buffer.getvalue()
 
 
-def repeats_png(groups: list[RepeatGroup]) -> bytes:
-    """Test R-squared per group: mean with a +-1 std bar, and each seed's value as a dot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.5 * len(groups) + 1.5)))
+def write_repeats_png(groups: list[RepeatGroup], path: Path) -> None:
+    """repeats.png at `path`: test R-squared per group, mean with a +-1 std bar, each seed's value a dot."""
+    fig, ax = figure(figsize=(8, max(3.0, 0.5 * len(groups) + 1.5)))
     names = set()
     for row, group in enumerate(groups):
         values = [r2[1] for r2 in (job.test_r2() for job in group.jobs) if r2]
@@ -110,8 +110,5 @@ def repeats_png(groups: list[RepeatGroup]) -> bytes:
     ax.set_xlabel("test " + (" / ".join(sorted(names)) or "R-squared") + " (mean +- std over seeds)")
     ax.set_title("repeats: runs differing only in runtime.seed")
     ax.grid(axis="x", alpha=0.3)
-    buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    write_figure(fig, path)

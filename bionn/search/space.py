@@ -5,7 +5,8 @@
               A key may also be a config group (model, dataset, ...): choice(...) of its options.
     objective {metric: <a logged metric, e.g. val_r2_mean>, direction: maximize | minimize | null}
 
-`SearchSpec.from_config` turns the sweeper's config node into a SearchSpec; every
+`SearchSpec.from_config` turns the sweeper's config node (keys and defaults:
+bionn.search.schema) into a SearchSpec; every
 problem is a SearchError naming the search's file, the key and the value, and what
 is allowed. Nothing here imports Optuna's samplers or TensorFlow: the distributions
 are built on demand (`distributions()`).
@@ -16,10 +17,11 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bionn.config.errors import ConfigError
+from bionn.search.schema import ObjectiveConf, PrunerConf, SamplerConf, SearchConf
 
 # A metric of a run's history.csv and final evaluation ("val_" prefix: the validation split).
 MAXIMISED = ("r2_mean", "r_squared")
@@ -67,6 +69,7 @@ class Param:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
     def contains(self, value: Any) -> bool:
+        """True when `value` is one this key can take (an enqueued trial's value, say)."""
         if self.kind == "choice":
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -74,6 +77,7 @@ class Param:
         return self.low <= value <= self.high and (self.kind == "float" or float(value).is_integer())
 
     def distribution(self) -> Any:
+        """Optuna's distribution of this key (Optuna imported here, on demand)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.kind == "choice":
@@ -89,7 +93,8 @@ class Param:
 
 @dataclass
 class SearchSpec:
-    """What a search is: compared with the sweep folder's record before anything runs."""
+    """What a search is, checked: a node of bionn.search.schema's SearchConf (its keys and defaults) with its
+    params parsed and its direction resolved. Compared with the sweep folder's record before anything runs."""
 
     source: str  # the file the search was composed from (for messages)
     params: dict[str, Param]
@@ -99,13 +104,14 @@ class SearchSpec:
     n_workers: int
     sampler: dict[str, Any]
     pruner: dict[str, Any]
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
-    heartbeat_s: float = 30.0
-    dead_after_s: float = 300.0
+    enqueue: list[dict[str, Any]]
+    heartbeat_s: float
+    dead_after_s: float
 
     @classmethod
     def from_config(cls, node: dict, source: str, groups: frozenset[str] = frozenset()) -> SearchSpec:
-        """node: the sweeper's config as a dict; groups: the config groups (keys that choose an option)."""
+        """node: the sweeper's config as a dict (a key left out: its default in bionn.search.schema);
+        source: the file it was composed from; groups: the config groups (keys that choose an option)."""
         params_node = node.get("params") or {}
         if not isinstance(params_node, dict) or not params_node:
             raise SearchError(
@@ -114,14 +120,14 @@ class SearchSpec:
             )
         params = {str(k): parse_param(str(k), v, source, str(k) in groups) for k, v in params_node.items()}
         objective = node.get("objective") or {}
-        metric = str(objective.get("metric") or "val_r2_mean")
+        metric = str(objective.get("metric") or ObjectiveConf.metric)
         direction = _direction(metric, objective.get("direction"), source)
         n_trials = _positive(node, "n_trials", source)
         n_workers = _positive(node, "n_workers", source)
         sampler = dict(node.get("sampler") or {})
         pruner = dict(node.get("pruner") or {})
-        _choice(sampler.get("name", "tpe"), SamplerName, "hydra.sweeper.sampler.name", source)
-        _choice(pruner.get("name", "median"), PrunerName, "hydra.sweeper.pruner.name", source)
+        _choice(sampler.get("name", SamplerConf.name), SamplerName, "hydra.sweeper.sampler.name", source)
+        _choice(pruner.get("name", PrunerConf.name), PrunerName, "hydra.sweeper.pruner.name", source)
         _check_pruner(pruner, direction, source)
         spec = cls(
             source=source,
@@ -133,8 +139,8 @@ class SearchSpec:
             sampler=sampler,
             pruner=pruner,
             enqueue=[dict(e) for e in node.get("enqueue") or []],
-            heartbeat_s=float(node.get("heartbeat_s", 30.0)),
-            dead_after_s=float(node.get("dead_after_s", 300.0)),
+            heartbeat_s=float(node.get("heartbeat_s", SearchConf.heartbeat_s)),
+            dead_after_s=float(node.get("dead_after_s", SearchConf.dead_after_s)),
         )
         spec.check_enqueued()
         if spec.dead_after_s <= 2 * spec.heartbeat_s:
@@ -145,6 +151,7 @@ class SearchSpec:
         return spec
 
     def check_enqueued(self) -> None:
+        """SearchError naming the enqueued trial with an unsearched key or a value outside its range."""
         for number, trial in enumerate(self.enqueue):
             where = f"{self.source}: hydra.sweeper.enqueue[{number}]"
             unknown = sorted(set(trial) - set(self.params))
@@ -168,6 +175,7 @@ class SearchSpec:
         }
 
     def distributions(self) -> dict[str, Any]:
+        """{searched key: Optuna distribution}."""
         return {k: p.distribution() for k, p in self.params.items()}
 
     def split_and_metric(self) -> tuple[str, str]:
@@ -297,10 +305,10 @@ def _positive(node: dict, key: str, source: str) -> int:
 
 
 def _check_pruner(pruner: dict, direction: Direction, source: str) -> None:
-    name = PrunerName(str(pruner.get("name", "median")))
+    name = PrunerName(str(pruner.get("name", PrunerConf.name)))
     if name == PrunerName.threshold and pruner.get("lower") is None and pruner.get("upper") is None:
         raise SearchError(f"{source}: hydra.sweeper.pruner: the threshold pruner needs lower or upper")
-    if name == PrunerName.percentile and not 0 < float(pruner.get("percentile", 50.0)) < 100:
+    if name == PrunerName.percentile and not 0 < float(pruner.get("percentile", PrunerConf.percentile)) < 100:
         raise SearchError(
             f"{source}: hydra.sweeper.pruner.percentile = {pruner.get('percentile')} must lie in (0, 100)"
         )
@@ -316,26 +324,31 @@ def make_sampler(sampler: dict, seed_offset: int) -> Any:
     parallel workers do not draw the same start-up trials)."""
     import optuna
 
-    name = SamplerName(str(sampler.get("name", "tpe")))
-    seed = int(sampler.get("seed", 0)) + seed_offset
+    name = SamplerName(str(sampler.get("name", SamplerConf.name)))
+    seed = int(sampler.get("seed", SamplerConf.seed)) + seed_offset
     if name == SamplerName.random:
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=int(sampler.get("n_startup_trials", 4)), constant_liar=True
+        seed=seed,
+        n_startup_trials=int(sampler.get("n_startup_trials", SamplerConf.n_startup_trials)),
+        constant_liar=True,
     )
 
 
 def make_pruner(pruner: dict) -> Any:
+    """The study's pruner from the search's pruner node (a key left out: its default in PrunerConf)."""
     import optuna
 
-    name = PrunerName(str(pruner.get("name", "median")))
-    startup = int(pruner.get("n_startup_trials", 2))
-    warmup = int(pruner.get("n_warmup_steps", 1))
+    name = PrunerName(str(pruner.get("name", PrunerConf.name)))
+    startup = int(pruner.get("n_startup_trials", PrunerConf.n_startup_trials))
+    warmup = int(pruner.get("n_warmup_steps", PrunerConf.n_warmup_steps))
     if name == PrunerName.median:
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if name == PrunerName.percentile:
         return optuna.pruners.PercentilePruner(
-            float(pruner.get("percentile", 50.0)), n_startup_trials=startup, n_warmup_steps=warmup
+            float(pruner.get("percentile", PrunerConf.percentile)),
+            n_startup_trials=startup,
+            n_warmup_steps=warmup,
         )
     if name == PrunerName.threshold:
         return optuna.pruners.ThresholdPruner(

@@ -32,6 +32,8 @@ WORKER_DIR = "workers"
 
 
 class SearchSweeper(Sweeper):
+    """Hydra's sweeper for `hparams_search=...`: checks the search, records it, launches its workers."""
+
     def __init__(self, **params: Any) -> None:
         self.params = params
         self.config: DictConfig | None = None
@@ -47,6 +49,8 @@ class SearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Check and record the search of the command's overrides (`arguments`), then launch n_workers
+        worker jobs; a refusal is one line on stderr and exit 1. Returns the launcher's job returns."""
         from bionn.search.folder import SearchFolder
 
         assert self.config is not None
@@ -101,7 +105,7 @@ class SearchSweeper(Sweeper):
     def _check_trials(self, spec: SearchSpec, arguments: list[str]) -> None:
         """Compose the config at both ends of every range, for every choice and every enqueued trial:
         an unknown key or a value the config refuses is named before any trial starts."""
-        from bionn.config.schema import check_run
+        from bionn.config.checks import check_run
 
         base = self._compose(arguments, None, spec)
         for key, param in spec.params.items():
@@ -138,7 +142,7 @@ class SearchSweeper(Sweeper):
         except (HydraException, ValueError) as err:
             from omegaconf.errors import OmegaConfBaseException
 
-            from bionn.config.schema import describe_omegaconf_error
+            from bionn.config.errors import describe_omegaconf_error
 
             cause = err.__cause__
             omegaconf_error = isinstance(cause, OmegaConfBaseException)

@@ -16,19 +16,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bionn.config.errors import ConfigError
+from bionn.config.checks import check_run
+from bionn.config.dataset import DatasetConfig, check_dataset, load_dataset_config
+from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.config.importer.reading import CONFIG_SECTIONS, DATASET_SECTIONS, TomlFile
 from bionn.config.layers import check_layers
-from bionn.config.schema import (
-    CompileConfig,
-    DatasetConfig,
-    RunConfig,
-    TrainingConfig,
-    check_dataset,
-    check_run,
-    describe_omegaconf_error,
-    load_dataset_config,
-)
+from bionn.config.schema import CompileConfig, RunConfig, TrainingConfig
 
 # [X.dataset] keys: `training` names the dataset, `use_stats_of` goes to training/X.yaml.
 DATASET_REF_KEYS = ("training", "use_stats_of")

@@ -1,4 +1,5 @@
-"""Choice of tf.distribute strategy: one process (local GPUs or CPU replicas) or one Slurm step of N tasks.
+"""The TensorFlow backend: the tf.distribute strategy (one process, or one Slurm step of N tasks), the
+tf.data feed over a `BatchSource`, and the devices, determinism and GPU details a run asks for.
 
 Inside a Slurm step of more than one task (`srun`, or submitit with nodes > 1 or
 tasks_per_node > 1) every task is a worker of one MultiWorkerMirroredStrategy;
@@ -11,18 +12,14 @@ import os
 
 import tensorflow as tf
 
-from bionn.config.schema import ConfigError
+from bionn.backend import PORT_STRIDE, port_base
+from bionn.clock import EpochClock
+from bionn.config.errors import ConfigError
+from bionn.data.dataset import KineticsDataset
+from bionn.data.pipeline import BatchSource, ReplicaShard, batch_source
+from bionn.data.stats import Statistics
 from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
-
-# Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
-# PORT_STRIDE ports below Linux's ephemeral range, so jobs sharing a node do not collide
-# unless their ids are equal modulo PORT_SLOTS.
-PORT_FIRST, PORT_STRIDE, PORT_SLOTS = 12000, 16, 1250
-
-
-def port_base(job_id: int) -> int:
-    return PORT_FIRST + (job_id % PORT_SLOTS) * PORT_STRIDE
 
 
 def split_cpu(replicas: int) -> None:
@@ -137,3 +134,81 @@ def patch_keras_multi_worker() -> None:
     trainer.reduce_per_replica = reduce_per_replica
     trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     trainer._bionn_multi_worker_patch = True
+
+
+def make_dataset(source: BatchSource) -> tf.data.Dataset:
+    """A batch source's batches (bionn.data.pipeline.batch_source) as a tf.data pipeline; cardinality is
+    known, so Keras shows steps."""
+    ds, shard = source.ds, source.shard
+    feature_shape = (None, *ds.feature_shape)
+    label_shape = (None, ds.n_labels)
+
+    def load_chunk(c):
+        features, labels = tf.numpy_function(
+            lambda c: source.chunk(c, source.per_chunk), [c], (tf.float32, tf.float32), stateful=True
+        )
+        elements = source.per_chunk * shard.count
+        return (
+            tf.ensure_shape(features, (elements, source.per_replica, *ds.feature_shape)),
+            tf.ensure_shape(labels, (elements, source.per_replica, ds.n_labels)),
+        )
+
+    def load_batch(b):
+        features, labels = tf.numpy_function(source.batch, [b], (tf.float32, tf.float32), stateful=True)
+        return tf.ensure_shape(features, feature_shape), tf.ensure_shape(labels, label_shape)
+
+    # Whole chunks first, then the batches left over (the last one possibly partial).
+    # Two chunks in flight: one generates (GIL released) while TensorFlow hands out the other.
+    # The chunk arrays are 64-byte aligned, so TensorFlow adopts them without a copy, and
+    # from_tensor_slices hands out each batch as a slice of them (unbatch would copy, and
+    # measured at less than half the rate).
+    chunks = tf.data.Dataset.range(source.n_chunks).map(load_chunk, num_parallel_calls=2, deterministic=True)
+    chunks = chunks.flat_map(lambda features, labels: tf.data.Dataset.from_tensor_slices((features, labels)))
+    first_rest = source.n_chunks * source.per_chunk * shard.count
+    rest = tf.data.Dataset.range(first_rest, source.n_batches * shard.count).map(load_batch)
+    pipeline = chunks.concatenate(rest).apply(
+        tf.data.experimental.assert_cardinality(source.n_batches * shard.count)
+    )
+    options = tf.data.Options()
+    # Batches are index-addressed; no tf.distribute rewrite may re-shard them behind our back.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return pipeline.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def feed(
+    strategy: tf.distribute.Strategy,
+    worker: Worker,
+    ds: KineticsDataset,
+    split: str,
+    stats: Statistics,
+    clock: EpochClock,
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """One split's pipeline; with several workers, each worker's replicas get their slices of every batch
+    (bionn.run checked that the batch splits evenly across the replicas)."""
+    if worker.count == 1:
+        return make_dataset(batch_source(ds, split, stats, clock))
+    replicas = strategy.num_replicas_in_sync
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        shard = ReplicaShard(first=context.input_pipeline_id * local, count=local, total=replicas)
+        return make_dataset(batch_source(ds, split, stats, clock, shard=shard))
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def enable_determinism() -> None:
+    tf.config.experimental.enable_op_determinism()
+
+
+def devices() -> list[str]:
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            found.append(tuple(capability))
+    return found
