@@ -11,7 +11,7 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from bionn.outcome import end_cleanly
-    from bionn.search.worker import is_search_worker, work
+    from bionn.run.search_worker import is_search_worker, work
     from bionn.train import run
 
     # A job of hparams_search=... is a search worker: it trains trials until the study has them all.

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, absent_pid
 
+from bionn.run.search_worker import trial_overrides
 from bionn.search.folder import JOURNAL, SEARCH, SearchFolder
 from bionn.search.space import SearchError, SearchSpec, logged_metrics, metric_direction
-from bionn.search.worker import trial_overrides
 
 SMOKE = {
     "params": {
@@ -258,7 +258,7 @@ def test_one_worker_with_no_trial_left_waits_and_takes_a_dead_workers_trial_over
     import threading
     import time
 
-    from bionn.search.worker import next_trial
+    from bionn.run.search_worker import next_trial
 
     s = spec(n_trials=2, heartbeat_s=0.2, dead_after_s=1.5)
     folder = SearchFolder(tmp_path)
