@@ -8,7 +8,7 @@
    (study.journal), or checks that the folder holds this same search (then it continues);
 3. launches n_workers jobs through the configured launcher (bionn's local or Slurm
    launcher; workers/<i>/); each trains trials until the study has n_trials
-   (bionn.search.worker), so a new trial starts as soon as any ends.
+   (bionn.run.search_worker), so a new trial starts as soon as any ends.
 
 The sweep report (bionn.report, a Hydra callback) then lists the trials by objective
 and writes search.csv, search.png and best.yaml (docs/search.md).
