@@ -184,7 +184,9 @@ def build_context(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+# Built once per session: under the slow tier's two workers (scripts/test.sh) the cluster group may
+# interleave other modules' tests between these, and a module fixture would then build the image again.
+@pytest.fixture(scope="session")
 def image(tmp_path_factory) -> Image:
     problem = _container_problem()
     if problem:
