@@ -39,12 +39,13 @@ if [ $# != 0 ]; then
   .venv/bin/python -m pytest -q -rs --durations-file="$durations" "$@"
   exit
 fi
-# The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound), the slow tier
-# on two workers too, but every test of the Slurm cluster or the container image in one group, in order,
-# on one of them (tests/conftest.py: they share the cluster, and some hold or stop its nodes); then the fast
-# tier once more in reverse order (tests/conftest.py: --reverse-order), so that a test that passes only
-# after another one fails there; with --full, the full tier last. Each part runs whatever the one
-# before gave; the exit code is 1 if any failed.
+# The fast tier on two workers (pytest-xdist: its tests are independent and CPU-bound); the slow tier as
+# two pytest processes at once: the tests of the Slurm cluster and the container image (marker `cluster`,
+# set by tests/conftest.py) in order in one, because they share the cluster and some hold, lose or stop
+# its nodes, and every other slow test in the other; then the fast tier once more in reverse order
+# (tests/conftest.py: --reverse-order), so that a test that passes only after another one fails there;
+# with --full, the full tier last, split the same way. Each part runs whatever the one before gave; the
+# exit code is 1 if any failed.
 status=0
 part() {  # part NAME DURATIONS-FILE PYTEST-ARGS...: one pytest run, timed
   local name=$1 file=$2 t0
@@ -53,12 +54,30 @@ part() {  # part NAME DURATIONS-FILE PYTEST-ARGS...: one pytest run, timed
   .venv/bin/python -m pytest -q -rs --durations-file="$file" "$@" || status=1
   echo "test.sh: $name took $(($(date +%s) - t0)) s (since the start: $(($(date +%s) - started)) s)"
 }
+side_by_side() {  # side_by_side NAME MARKERS: its cluster tests and the others, two pytest processes at once
+  local name=$1 markers=$2 t0 dir cluster
+  t0=$(date +%s)
+  dir=$(mktemp -d)
+  .venv/bin/python -m pytest -q -rs -p no:cacheprovider -m "($markers) and cluster" --basetemp="$dir/cluster" \
+    --durations-file="$dir/cluster.tsv" >"$dir/cluster.log" 2>&1 &
+  cluster=$!
+  .venv/bin/python -m pytest -q -rs -p no:cacheprovider -m "($markers) and not cluster" --basetemp="$dir/other" \
+    --durations-file="$dir/other.tsv" >"$dir/other.log" 2>&1 || status=1
+  wait "$cluster" || status=1
+  echo "test.sh: $name, the tests of the cluster and the container image:"
+  cat "$dir/cluster.log"
+  echo "test.sh: $name, the others:"
+  cat "$dir/other.log"
+  cat "$dir/cluster.tsv" "$dir/other.tsv" >>"$durations" 2>/dev/null || true
+  rm -rf "$dir"
+  echo "test.sh: $name took $(($(date +%s) - t0)) s (since the start: $(($(date +%s) - started)) s)"
+}
 part "the fast tier" "$durations" -m "not slow" -n 2
-part "the slow tier" "$durations" -m "slow and not full" -n 2 --dist loadgroup
+side_by_side "the slow tier" "slow and not full"
 part "the reverse fast pass" /dev/null -m "not slow" -n 2 -p no:cacheprovider --reverse-order
 if [ $full = 1 ]; then
-  part "the full tier" "$durations" -m full -n 2 --dist loadgroup
+  side_by_side "the full tier" "full"
 fi
 echo "test.sh: the 30 slowest tests of this run (seconds: setup + call + teardown; all in $durations):"
-sort -rn "$durations" | head -30
+sort -rn "$durations" | awk 'NR <= 30'  # awk reads it all: no SIGPIPE for pipefail
 exit $status

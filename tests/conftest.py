@@ -37,21 +37,21 @@ def pytest_addoption(parser):
     )
 
 
-# What the slow tier's two pytest-xdist workers must not run side by side (`--dist loadgroup` keeps a group
-# on one worker, in order): the Slurm cluster's tests (some hold, lose or stop its nodes) and the container
-# build and runs (buildah's one image tag). Everything else in the slow tier runs beside them.
+# The tests that must not run beside each other: the Slurm cluster's (some hold, lose or stop its nodes)
+# and the container image's (buildah's one image tag). scripts/test.sh runs the slow tier as two pytest
+# processes at once, `-m cluster` and `-m "not cluster"`, so that each of these runs alone among them.
 CLUSTER_FIXTURES = {"slurm", "two_nodes", "image"}
 CLUSTER_MODULES = {"test_slurm.py", "test_multinode.py", "test_search_slurm.py", "test_containers.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects and pytest-xdist groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("full"):  # full tier only: never in the fast tier either
             item.add_marker(pytest.mark.slow)
         uses_cluster = CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))
         if uses_cluster or item.path.name in CLUSTER_MODULES or "Slurm" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+            item.add_marker(pytest.mark.cluster)
     if config.getoption("--reverse-order"):
         items.reverse()
 

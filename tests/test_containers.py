@@ -184,9 +184,7 @@ def build_context(folder: Path) -> Path:
     return folder
 
 
-# Built once per session: under the slow tier's two workers (scripts/test.sh) the cluster group may
-# interleave other modules' tests between these, and a module fixture would then build the image again.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Image:
     problem = _container_problem()
     if problem:
