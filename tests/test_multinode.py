@@ -84,6 +84,24 @@ def wait_for(launcher: subprocess.Popen, until, what: str, log: Path, timeout: f
         time.sleep(0.2)
 
 
+def worker_logs_on_both_hosts(out: Path, hosts: list[str]) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """The logs of a two-node sweep job's tasks 0 and 1 (every start, oldest first), after asserting that
+    the two ran on `hosts`; and the weights digests each worker logged (`hydra.verbose=bionn.train`)."""
+    logs = {}
+    for task in (0, 1):
+        paths = sorted(job_logs(out, task), key=lambda p: p.stat().st_mtime)
+        logs[task] = "".join(p.read_text() for p in paths)
+    workers_hosts = {
+        t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
+        for t, text in logs.items()
+    }
+    assert sorted(workers_hosts.values()) == sorted(hosts), workers_hosts
+    digests = {
+        t: re.findall(rf"worker {t}/2 weights sha256 ([0-9a-f]{{64}})", text) for t, text in logs.items()
+    }
+    return logs, digests
+
+
 def last_outcome(run: Path) -> str | None:
     try:
         attempts = RunFolder(run).attempts()
@@ -180,21 +198,10 @@ def test_two_node_job_preempted_then_losing_a_host_says_so_resumes_both_hosts_an
     assert first["host"] == second["host"] == third["host"] == hosts[0] == extra  # task 0, the chief
 
     # Each host's worker resumed at the epoch the chief committed, each time (the logs of both jobs).
-    logs = {}
-    for task in (0, 1):
-        paths = sorted(job_logs(out, task), key=lambda p: p.stat().st_mtime)
-        logs[task] = "".join(p.read_text() for p in paths)
+    logs, digests = worker_logs_on_both_hosts(out, hosts)
     resumed = {t: re.findall(r"resuming \S+ at epoch (\d+)", text) for t, text in logs.items()}
     starts = [str(second["start_epoch"] + 1), str(third["start_epoch"] + 1)]
     assert resumed[0] == resumed[1] == starts, (resumed, starts)
-    workers_hosts = {
-        t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
-        for t, text in logs.items()
-    }
-    assert sorted(workers_hosts.values()) == sorted(hosts), workers_hosts
-    digests = {
-        t: re.findall(rf"worker {t}/2 weights sha256 ([0-9a-f]{{64}})", text) for t, text in logs.items()
-    }
     assert digests[0] and digests[0][-1] == digests[1][-1], digests
 
     # The two hosts' batch slices make the same steps as one process with 2 replicas.
@@ -222,15 +229,7 @@ def test_a_two_node_job_trains_one_worker_per_host_and_both_end_with_the_same_we
     assert info["workers"] == 2 and info["replicas"] == 2 and info["slurm"]["ntasks"] == 2
     hosts = hostnames(info["slurm"]["nodelist"])
     assert len(set(hosts)) == 2 and set(hosts) <= set(two_nodes), hosts
-    logs = {task: "".join(p.read_text() for p in job_logs(out, task)) for task in (0, 1)}
-    workers_hosts = {
-        t: re.search(r"JobEnvironment\(job_id=\S+, hostname=([^,]+),", text).group(1)
-        for t, text in logs.items()
-    }
-    assert sorted(workers_hosts.values()) == sorted(hosts), workers_hosts
-    digests = {
-        t: re.findall(rf"worker {t}/2 weights sha256 ([0-9a-f]{{64}})", text) for t, text in logs.items()
-    }
+    _, digests = worker_logs_on_both_hosts(out, hosts)
     assert len(digests[0]) == len(digests[1]) == 1 and digests[0] == digests[1], digests
 
 
