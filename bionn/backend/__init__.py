@@ -2,7 +2,8 @@
 (`Backend`), and which module answers for Keras' backend (`current()`); one module per backend.
 
 Only bionn.backend.<name> imports its framework; everything above it uses Keras, NumPy and this
-interface. TensorFlow is the only backend so far (bionn.backend.tensorflow).
+interface: TensorFlow (bionn.backend.tensorflow: Keras' own fit over tf.data) and JAX
+(bionn.backend.jax: a chunked, jitted training loop, bionn.backend.jax_loop).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from bionn.slurm import Worker
 
 # Backends by Keras' name for them (keras.backend.backend()): the module that implements `Backend`.
-BACKENDS = {"tensorflow": "bionn.backend.tensorflow"}
+BACKENDS = {"tensorflow": "bionn.backend.tensorflow", "jax": "bionn.backend.jax"}
 
 # Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
 # PORT_STRIDE ports below Linux's ephemeral range, so jobs sharing a node do not collide
@@ -56,6 +57,23 @@ class Backend(Protocol):
         clock: EpochClock,
     ) -> Any:
         """One split's normalised batches in the form `model.fit`/`evaluate` take on this backend."""
+
+    def fit(
+        self,
+        model: Any,
+        train: Any,
+        validation: Any,
+        *,
+        initial_epoch: int,
+        epochs: int,
+        callbacks: list,
+        verbose: int,
+    ) -> None:
+        """Train `model` (compiled) on the `train` feed from initial_epoch to epochs, validating on
+        `validation` after every epoch (val_* logs), with Keras callbacks, as `keras.Model.fit` does."""
+
+    def evaluate(self, model: Any, feed: Any) -> dict[str, float]:
+        """Loss and metrics of `model` over one feed, named as `model.evaluate(return_dict=True)` does."""
 
     def enable_determinism(self) -> None:
         """Make the framework's own kernels deterministic (runtime.deterministic)."""

@@ -197,6 +197,23 @@ def feed(
     return strategy.distribute_datasets_from_function(per_worker)
 
 
+def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) -> None:
+    """Keras' fit over the tf.data feeds (the feeds order each epoch themselves: no shuffle)."""
+    model.fit(
+        train,
+        validation_data=validation,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
+
+
+def evaluate(model, dataset) -> dict[str, float]:
+    return model.evaluate(dataset, verbose=0, return_dict=True)
+
+
 def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
 

@@ -41,9 +41,11 @@ class Evaluation:
     r2: PerOutputRSquared
 
     def __call__(self, model: keras.Model) -> dict:
-        results = {}
+        from bionn import backend
+
+        engine, results = backend.current(), {}
         for split, key in SPLIT_KEYS.items():
-            logs = model.evaluate(self.splits[split], verbose=0, return_dict=True)
+            logs = engine.evaluate(model, self.splits[split])
             metrics = {k: finite(v) for k, v in logs.items()}
             metrics["r2_per_output"] = [finite(v) for v in self.r2.per_output()]
             results[key] = metrics
@@ -220,16 +222,18 @@ def _callbacks(
 
 def fit(training: Training) -> float:
     """Train from the resume point to the last epoch (or early stop); returns the seconds it took."""
+    from bionn import backend
+
     cfg = training.cfg
     started = time.time()
-    training.model.fit(
+    backend.current().fit(
+        training.model,
         training.train_data,
-        validation_data=training.evaluation.splits["val"],
+        training.evaluation.splits["val"],
         initial_epoch=training.initial_epoch,
         epochs=training.initial_epoch if training.backup.stopped else cfg.training.epochs,
         callbacks=training.callbacks,
         verbose=1 if verbosity_of(cfg.training.verbose) == Verbosity.bar else 0,
-        shuffle=False,  # the pipeline orders each epoch itself
     )
     worker = training.worker
     if log.isEnabledFor(logging.DEBUG):  # for tests of distributed training (hydra.verbose=bionn.train)
