@@ -8,12 +8,13 @@ Reads package metadata and git only: no TensorFlow, JAX or Numba import.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
-from bionn.backend import selected
 from bionn.engine_version import ENGINE_VERSION
 
 # The libraries whose versions decide a result (distribution names), and those of each backend.
@@ -28,9 +29,18 @@ def bionn_version() -> str:
 def provenance() -> dict:
     """{"bionn", "engine_version", "git": {"commit", "dirty"} or None, "python", "backend",
     "libraries": {...}}: the backend's own libraries beside the common ones."""
-    backend = selected()
+    backend = keras_backend()
     libraries = (*BACKEND_LIBRARIES.get(backend, ()), *LIBRARIES)
     return {**_code(), "backend": backend, "libraries": {name: _version(name) for name in libraries}}
+
+
+def keras_backend() -> str:
+    """The backend Keras runs on in this process, or will once imported: KERAS_BACKEND, which
+    bionn.backend.select sets (Keras' default, tensorflow, without it)."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 @functools.cache

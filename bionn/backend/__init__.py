@@ -117,15 +117,6 @@ def select(name: str, cpu_replicas: int = 1) -> None:
         _split_host(cpu_replicas)
 
 
-def selected() -> str:
-    """The backend Keras runs on in this process, or will once imported (KERAS_BACKEND, which `select`
-    sets; Keras' default, tensorflow, without it)."""
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        return keras.backend.backend()
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
 def default_name() -> str:
     """The backend of a command given none: $KERAS_BACKEND if set, else tensorflow where it is
     installed, else jax."""
