@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,8 +27,9 @@ from bionn.config.errors import ConfigError
 from bionn.config.schema import OnConfigChange
 from bionn.nn.tensorboard import EpochScalars, tensorboard_callback
 from bionn.provenance import provenance
-from bionn.run.claim import claim
+from bionn.run.claim import Claim, claim
 from bionn.run_folder import HISTORY, ConfigChanged, RunFolder
+from bionn.run_folder.ledger import fingerprint
 from bionn.sweep_plan import check_workers
 from bionn.train import resolved
 
@@ -181,12 +183,23 @@ def test_a_folder_trained_on_tensorflow_refuses_a_resume_on_jax_naming_the_key(t
     folder = RunFolder(tmp_path)
     folder.write_ledger(resolved(composed("debug=quick")))
     (tmp_path / HISTORY).write_text("epoch,loss\n0,1.0\n")  # an epoch was trained
-    assert claim(
-        folder, resolved(composed("debug=quick", "runtime.backend=tensorflow")), OnConfigChange.refuse
-    )
+    same = resolved(composed("debug=quick", "runtime.backend=tensorflow"))
+    assert claim(folder, same, OnConfigChange.refuse) == Claim()  # resumes
     with pytest.raises(ConfigChanged) as refused:
         claim(folder, resolved(composed("debug=quick", "runtime.backend=jax")), OnConfigChange.refuse)
     assert '  runtime.backend: "tensorflow" (in the folder) -> "jax" (this run)' in str(refused.value)
+
+
+def test_a_ledger_of_a_bionn_before_runtime_backend_resumes_on_tensorflow_only(tmp_path):
+    """runtime.backend = tensorflow leaves the fingerprint as it was before the key existed."""
+    folder, config = RunFolder(tmp_path), resolved(composed("debug=quick"))
+    older = {**config, "runtime": {k: v for k, v in config["runtime"].items() if k != "backend"}}
+    folder.write_ledger(older)
+    (tmp_path / HISTORY).write_text("epoch,loss\n0,1.0\n")
+    assert folder.ledger()["fingerprint"] == fingerprint(config)
+    assert claim(folder, config, OnConfigChange.refuse) == Claim()  # resumes
+    with pytest.raises(ConfigChanged, match='  runtime.backend: "tensorflow" \\(in the folder\\) -> "jax"'):
+        claim(folder, resolved(composed("debug=quick", "runtime.backend=jax")), OnConfigChange.refuse)
 
 
 def event_scalars(log_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -273,3 +286,21 @@ def test_provenance_names_the_backend_and_its_libraries():
     record = provenance()
     assert record["backend"] == "tensorflow" and record["libraries"]["tensorflow"].startswith("2.21")
     assert "jax" not in record["libraries"]
+
+
+def test_the_commands_that_load_a_model_take_a_backend_defaulting_to_keras_backend(monkeypatch, capsys):
+    from bionn import evaluate, predict
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert predict.parse_args(["run", "in.npz"]).backend == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert evaluate.parse_args(["run"]).backend == "tensorflow"  # installed here
+    with pytest.raises(SystemExit):
+        predict.parse_args(["run", "in.npz", "--backend", "torch"])
+    choices = r"--backend: invalid choice: 'torch' \(choose from '?tensorflow'?, '?jax'?\)"
+    assert re.search(choices, capsys.readouterr().err)
+    assert predict.main(["run", "in.npz", "--backend", "jax"]) == 2  # this process runs Keras on TensorFlow
+    assert capsys.readouterr().err.startswith(
+        "bionn-predict: error: runtime.backend = jax is invalid here: this process already runs Keras on "
+        "tensorflow"
+    )
