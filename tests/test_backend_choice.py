@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import pytest
 from conftest import ROOT, composed
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
@@ -30,6 +29,7 @@ from bionn.provenance import provenance
 from bionn.run.claim import Claim, claim
 from bionn.run_folder import HISTORY, ConfigChanged, RunFolder
 from bionn.run_folder.ledger import fingerprint
+from bionn.sweep_arrays import job_resources
 from bionn.sweep_plan import check_workers
 from bionn.train import resolved
 
@@ -153,23 +153,22 @@ def test_jax_splits_the_host_into_cpu_replicas_devices_keeping_other_xla_flags()
 
 
 def test_jax_on_more_than_one_task_is_refused_before_submission():
-    def job(backend: str, nodes: int, tasks: int):
-        return OmegaConf.create(
-            {
-                "runtime": {"backend": backend},
-                "dataset": {"shape": {"batch_size": 8}},
-                "hydra": {
-                    "runtime": {"choices": {"dataset": "tiny"}, "config_sources": []},
-                    "overrides": {"task": [f"runtime.backend={backend}"]},
-                },
-            }
-        )
+    """What the launchers check before submitting (bionn.sweep_plan.plan_launch), on the real Slurm
+    launcher's config."""
 
-    check_workers(job("tensorflow", 2, 2), {"nodes": 2, "tasks_per_node": 2})
-    check_workers(job("jax", 1, 1), {"nodes": 1, "tasks_per_node": 1})
+    def check(*overrides: str) -> None:
+        cfg = composed("hydra/launcher=slurm", *overrides, with_hydra=True)
+        check_workers(cfg, job_resources(cfg, []))
+
+    check("hydra.launcher.nodes=2", "dataset.shape.batch_size=64")  # tensorflow: multi-worker
+    check("runtime.backend=jax")
     for nodes, tasks in ((2, 1), (1, 2)):
         with pytest.raises(ConfigError) as refused:
-            check_workers(job("jax", nodes, tasks), {"nodes": nodes, "tasks_per_node": tasks})
+            check(
+                f"hydra.launcher.nodes={nodes}",
+                f"hydra.launcher.tasks_per_node={tasks}",
+                "runtime.backend=jax",
+            )
         assert str(refused.value) == (
             f"the command-line override runtime.backend=jax: runtime.backend = jax is invalid with "
             f"hydra.launcher.nodes = {nodes} x tasks_per_node = {tasks} (2 tasks): the jax backend trains in "
