@@ -141,7 +141,7 @@ class TrainingConfig:
     steps_per_execution: int = 1
 
 
-class Backend(enum.StrEnum):
+class KerasBackend(enum.StrEnum):
     """The framework Keras computes with (docs/backends.md); one per process, set before Keras loads."""
 
     tensorflow = "tensorflow"  # tf.distribute: GPUs, CPU replicas, multi-host Slurm steps
@@ -153,7 +153,7 @@ class RuntimeConfig:
     """Where and how a run executes (not part of the experiment's science)."""
 
     # The framework under Keras: tensorflow or jax (one process, no multi-host; docs/backends.md).
-    backend: Backend = Backend.tensorflow
+    backend: KerasBackend = KerasBackend.tensorflow
     # Without GPUs, split the CPU into this many devices: TensorFlow's MirroredStrategy replicas, or with
     # jax XLA host devices (bionn.backend.select).
     cpu_replicas: int = 1
