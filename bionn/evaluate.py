@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bionn.backend import add_option, select
 from bionn.config.dataset import DatasetConfig, check_dataset, resolve_dataset
 from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.run_folder import EVALUATION_PREFIX, RunFolder, RunFolderError, now
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", help="evaluation_<name>.json (default: from the overrides)")
     parser.add_argument("--config-dir", default=None, help="conf/ folder holding dataset/")
     # options anywhere: `RUN --config-dir DIR dataset=NAME` as well as `--config-dir DIR RUN dataset=NAME`
+    add_option(parser)
     return parser.parse_intermixed_args(argv)
 
 
@@ -136,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     quiet_tensorflow()  # before TensorFlow is imported
+    try:
+        select(args.backend)  # before Keras is imported
+    except ConfigError as err:
+        print(f"bionn-evaluate: error: {err}", file=sys.stderr)
+        return 2
     from bionn.trained import ModelUnavailable
 
     try:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from bionn.backend import add_option, select
 from bionn.config.dataset import DatasetConfig, Label
 from bionn.config.errors import ConfigError
 from bionn.io import atomic_write_bytes
@@ -189,6 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--e0", type=float, help="initial enzyme concentration of every sample")
     parser.add_argument("--s0", type=float, help="initial substrate concentration of every sample")
+    add_option(parser)
     return parser.parse_args(argv)
 
 
@@ -197,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     quiet_tensorflow()  # before TensorFlow is imported
+    try:
+        select(args.backend)  # before Keras is imported
+    except ConfigError as err:
+        print(f"bionn-predict: error: {err}", file=sys.stderr)
+        return 2
     from bionn.trained import ModelUnavailable
 
     out = args.out or args.input.with_name(args.input.name + ".predictions.csv")

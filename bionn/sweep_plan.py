@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bionn.config.sources import config_file
+from bionn.config.sources import config_file, source_of
 from bionn.run_folder import FINISHED, ConfigChanged, RunFolderError, Status
-from bionn.slurm import check_batch_split, queue_states
+from bionn.slurm import check_backend_tasks, check_batch_split, queue_states
 from bionn.sweep_arrays import job_resources
 from bionn.sweep_folder import SWEEP, Job, SweepFolder, SweepRefused
 from bionn.sweep_live import live_jobs
@@ -77,15 +77,15 @@ def plan_launch(
 
 
 def check_workers(cfg: DictConfig, resources: dict) -> None:
-    """ConfigError if the job's workers (`resources`' nodes x tasks_per_node) cannot share its batch."""
+    """ConfigError if the job's workers (`resources`' nodes x tasks_per_node) cannot share its batch, or
+    its backend cannot train on more than one task."""
     if OmegaConf.select(cfg, "dataset.shape.batch_size") is None:
         return  # not a bionn training (another app launched by this launcher)
-    check_batch_split(
-        cfg.dataset.shape.batch_size,
-        int(resources.get("nodes") or 1),
-        int(resources.get("tasks_per_node") or 1),
-        config_file("dataset", cfg.hydra),
-    )
+    nodes, tasks = int(resources.get("nodes") or 1), int(resources.get("tasks_per_node") or 1)
+    backend = OmegaConf.select(cfg, "runtime.backend", default="tensorflow")
+    if backend == "jax":
+        check_backend_tasks(backend, nodes, tasks, source_of("runtime.backend", cfg.hydra))
+    check_batch_split(cfg.dataset.shape.batch_size, nodes, tasks, config_file("dataset", cfg.hydra))
 
 
 def finished_jobs(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bionn.backend import select
 from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.config.layers import check_layers
 from bionn.config.sources import source_of
@@ -62,6 +63,7 @@ def run(
     records, when the config was composed by bionn rather than by Hydra for this job (a search trial).
     A failed attempt is recorded, then its error raised, as RecordedFailure with raise_recorded (what
     train.py ends in one line, bionn.outcome); Ctrl-C after the record raises RecordedInterrupt."""
+    select(cfg.runtime.backend, cfg.runtime.cpu_replicas)  # before Keras is imported; again: a no-op
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install bionn with its test tools, at the exact versions CI
-# tested (requirements.lock; docs/testing.md says how to refresh it). Idempotent.
+# Create .venv (Python 3.11+) and install bionn with its test tools and JAX for CPU, at the exact
+# versions CI tested (requirements.lock; docs/testing.md says how to refresh it). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -114,6 +114,11 @@ def test_quick_debug_shrinks_any_run():
             ConfigCompositionException,
             r"Invalid value 'delete'.*refuse, move_aside.*full_key: runtime\.on_config_change",
         ),
+        (
+            "runtime.backend=torch",
+            ConfigCompositionException,
+            r"Invalid value 'torch', expected one of \[tensorflow, jax\].*full_key: runtime\.backend",
+        ),
     ],
 )
 def test_hydra_rejects_types_and_unknown_keys(override, error, message):

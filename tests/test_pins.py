@@ -18,8 +18,10 @@ REFRESH = "refresh requirements.lock as docs/testing.md says, then run `bash scr
 
 
 def pyproject_requirements() -> dict[str, Requirement]:
+    """The dependencies, the test tools and JAX for CPU (the extras requirements.lock is compiled with)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    found = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    found = [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["jax"]]
     return {canonicalize_name(r.name): r for r in found}
 
 

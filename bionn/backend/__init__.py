@@ -3,14 +3,22 @@
 
 Only bionn.backend.<name> imports its framework; everything above it uses Keras, NumPy and this
 interface: TensorFlow (bionn.backend.tensorflow: Keras' own fit over tf.data) and JAX
-(bionn.backend.jax: a chunked, jitted training loop, bionn.backend.jax_loop).
+(bionn.backend.jax: a chunked, jitted training loop, bionn.backend.jax_loop). Keras reads its backend once, when it is first imported: `select(runtime.backend)` comes
+first in every process that decides one (train.py, bionn.train.run, a search worker, the CLIs that
+load models), and it imports no framework itself (docs/backends.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import importlib.util
+import os
+import sys
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
+
+from bionn.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from bionn.clock import EpochClock
@@ -20,6 +28,9 @@ if TYPE_CHECKING:
 
 # Backends by Keras' name for them (keras.backend.backend()): the module that implements `Backend`.
 BACKENDS = {"tensorflow": "bionn.backend.tensorflow", "jax": "bionn.backend.jax"}
+# The XLA flag that splits the host CPU into devices (keras.distribution.DataParallel's replicas).
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+ONE_PER_PROCESS = "sweep it with a launcher that starts one process per job: hydra/launcher=local or slurm"
 
 # Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
 # PORT_STRIDE ports below Linux's ephemeral range, so jobs sharing a node do not collide
@@ -95,3 +106,84 @@ def current() -> Backend:
             f"Keras runs on {name!r}, which bionn has no backend for; allowed: {', '.join(BACKENDS)}"
         )
     return importlib.import_module(BACKENDS[name])
+
+
+def select(name: str, cpu_replicas: int = 1) -> None:
+    """Make `name` Keras' backend in this process (call before Keras is imported; again is a no-op);
+    for jax, the host CPU becomes `cpu_replicas` devices. ConfigError if this process already runs
+    another backend or device count, or if the framework is not installed."""
+    name = str(name)
+    if name not in BACKENDS:
+        raise ConfigError(
+            f"backend {name!r} (runtime.backend, --backend or $KERAS_BACKEND) is invalid: allowed: "
+            f"{', '.join(BACKENDS)}"
+        )
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != name:
+        raise ConfigError(
+            f"runtime.backend = {name} is invalid here: this process already runs Keras on "
+            f"{keras.backend.backend()}, and Keras' backend is fixed once Keras is imported. Use one "
+            f"runtime.backend per process ({ONE_PER_PROCESS})."
+        )
+    missing = [
+        m for m in (("jax", "jaxlib") if name == "jax" else (name,)) if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise ConfigError(_install_hint(name, missing))
+    os.environ["KERAS_BACKEND"] = name
+    if name == "jax":
+        _split_host(cpu_replicas)
+
+
+def default_name() -> str:
+    """The backend of a command given none: $KERAS_BACKEND if set, else tensorflow where it is
+    installed, else jax."""
+    if "KERAS_BACKEND" in os.environ:
+        return os.environ["KERAS_BACKEND"]
+    return "tensorflow" if importlib.util.find_spec("tensorflow") is not None else "jax"
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """--backend of a command that loads Keras models (bionn-evaluate, bionn-predict)."""
+    parser.add_argument(
+        "--backend",
+        choices=tuple(BACKENDS),
+        default=default_name(),
+        help="the framework under Keras (default: $KERAS_BACKEND, else tensorflow if installed, else jax)",
+    )
+
+
+def _install_hint(name: str, missing: list[str]) -> str:
+    if name == "jax":
+        return (
+            f"runtime.backend = jax needs JAX, and this environment lacks {' and '.join(missing)}: install "
+            "it with `bash scripts/setup.sh` (a checkout) or `pip install -e '.[jax]'` (CPU); for NVIDIA "
+            "GPUs docs/backends.md says how (an environment of its own, without TensorFlow)"
+        )
+    return (
+        "runtime.backend = tensorflow (the default) needs TensorFlow, and this environment lacks it: "
+        "add runtime.backend=jax (an environment with JAX only), or install bionn's dependencies with "
+        "`bash scripts/setup.sh`"
+    )
+
+
+def _split_host(devices: int) -> None:
+    """XLA_FLAGS asks for `devices` host devices (other flags kept); JAX reads it when it starts, so an
+    already started JAX must have that many."""
+    before = os.environ.get("XLA_FLAGS")
+    kept = [f for f in (before or "").split() if f.split("=")[0] != HOST_DEVICES_FLAG]
+    os.environ["XLA_FLAGS"] = " ".join([*kept, f"{HOST_DEVICES_FLAG}={devices}"])
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    have = len(jax.devices("cpu"))  # starts JAX with the flags above unless it already ran
+    if have != devices:
+        if before is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = before
+        raise ConfigError(
+            f"runtime.cpu_replicas = {devices} is invalid here: this process already runs JAX with {have} "
+            "CPU device(s), and the device layout is fixed once JAX starts. Use one cpu_replicas value per "
+            f"process ({ONE_PER_PROCESS})."
+        )

@@ -141,11 +141,21 @@ class TrainingConfig:
     steps_per_execution: int = 1
 
 
+class KerasBackend(enum.StrEnum):
+    """The framework Keras computes with (docs/backends.md); one per process, set before Keras loads."""
+
+    tensorflow = "tensorflow"  # tf.distribute: GPUs, CPU replicas, multi-host Slurm steps
+    jax = "jax"  # one process on its local devices; imports no TensorFlow
+
+
 @dataclass
 class RuntimeConfig:
     """Where and how a run executes (not part of the experiment's science)."""
 
-    # Without GPUs, split the CPU into this many logical devices (MirroredStrategy replicas).
+    # The framework under Keras: tensorflow or jax (one process, no multi-host; docs/backends.md).
+    backend: KerasBackend = KerasBackend.tensorflow
+    # Without GPUs, split the CPU into this many devices: TensorFlow's MirroredStrategy replicas, or with
+    # jax XLA host devices (bionn.backend.select).
     cpu_replicas: int = 1
     # Seed of weight initialisation and dropout (the data has its own seed in dataset.shape).
     seed: int = 0

@@ -64,9 +64,11 @@ def work(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from bionn.backend import select
     from bionn.console import quiet_tensorflow, setup_logging
     from bionn.slurm import attempt_job_id, slurm_info
 
+    select(cfg.runtime.backend, cfg.runtime.cpu_replicas)  # every trial trains on it (bionn.train.run)
     quiet_tensorflow()
     setup_logging()
     hydra_cfg = HydraConfig.get()

@@ -203,6 +203,7 @@ def _callbacks(
 
     from bionn.nn.callbacks import EpochClockCallback, PeriodicResults, ProgressLog
     from bionn.nn.inference import BestWeights
+    from bionn.nn.tensorboard import tensorboard_callback
 
     verbosity = verbosity_of(cfg.training.verbose)
     tensorboard = chief and logger(cfg, "tensorboard") is not None
@@ -211,7 +212,7 @@ def _callbacks(
         *([history] if chief else []),
         PeriodicResults(cfg.training.save_interval, folder, evaluation, write=chief),
         keras.callbacks.TerminateOnNaN(),
-        *([keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD))] if tensorboard else []),
+        *([tensorboard_callback(folder / TENSORBOARD)] if tensorboard else []),
         *([early] if early else []),
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *extra,  # reduce-on-plateau; a search's pruning: before the commit, so a pruned epoch is committed

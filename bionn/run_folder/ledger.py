@@ -23,6 +23,10 @@ LEDGER_EXCLUDED = (
     "logger",  # with every key under it: where metrics go besides the run folder
 )
 
+# Keys added after ledgers were first written, with the value every run before them had: at that value
+# a key leaves the fingerprint as it was, so the folders of an older bionn still resume.
+LEDGER_DEFAULTS = {"runtime.backend": "tensorflow"}
+
 
 def ledger_excluded(key: str) -> bool:
     """A flattened or an override's key that cannot change a result: in LEDGER_EXCLUDED or under it."""
@@ -42,8 +46,13 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def result_config(config: dict) -> dict[str, Any]:
-    """The flattened config less LEDGER_EXCLUDED: everything that decides the result."""
-    return {k: v for k, v in flatten(config).items() if not ledger_excluded(k)}
+    """The flattened config less LEDGER_EXCLUDED (and LEDGER_DEFAULTS at their value): everything that
+    decides the result."""
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if not ledger_excluded(k) and (k not in LEDGER_DEFAULTS or LEDGER_DEFAULTS[k] != v)
+    }
 
 
 def fingerprint(config: dict, engine: int | None | str = "current") -> str:
@@ -61,7 +70,11 @@ def fingerprint(config: dict, engine: int | None | str = "current") -> str:
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every result-deciding key that differs; a missing key is None."""
     a, b = result_config(old), result_config(new)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shown = [
+        (k, a.get(k, LEDGER_DEFAULTS.get(k)), b.get(k, LEDGER_DEFAULTS.get(k)))
+        for k in sorted(set(a) | set(b))
+    ]
+    return [(k, x, y) for k, x, y in shown if x != y]
 
 
 def read_ledger(folder: Path) -> dict | None:
