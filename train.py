@@ -16,7 +16,8 @@ def main(cfg: DictConfig) -> float:
     from bionn.train import run
 
     def job() -> float:
-        select(cfg.runtime.backend, cfg.runtime.cpu_replicas)  # before anything imports Keras
+        # before anything imports Keras
+        select(cfg.runtime.backend, cfg.runtime.cpu_replicas, cfg.runtime.deterministic)
         # A job of hparams_search=... is a search worker: it trains trials until the study has them all.
         return work(cfg) if is_search_worker() else run(cfg, raise_recorded=True)
 

@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bionn.backend import add_option, select
+from bionn.backend import add_option, current, select
 from bionn.config.dataset import DatasetConfig, check_dataset, resolve_dataset
 from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.run_folder import EVALUATION_PREFIX, RunFolder, RunFolderError, now
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()  # before TensorFlow is imported
     try:
         select(args.backend)  # before Keras is imported
+        current()  # the backend's own setup (under jax: Keras keeps TensorFlow out)
     except ConfigError as err:
         print(f"bionn-evaluate: error: {err}", file=sys.stderr)
         return 2

@@ -17,8 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 TESTED_LINES = {
     "keras": (
         "3.15",
-        "bionn/backend/tensorflow.py patches two private functions of keras.src's TensorFlow trainer, and "
-        "bionn/config/layers.py reads keras.layers from its source files",
+        "bionn/backend/tensorflow.py patches two private functions of keras.src's TensorFlow trainer, "
+        "bionn/backend/jax.py and jax_loop.py call Keras' private _symbolic_build and mark TensorFlow "
+        "absent in keras.src.utils.module_utils, and bionn/config/layers.py reads keras.layers from its "
+        "source files",
     ),
     "tensorflow": (
         "2.21",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from bionn.backend import add_option, select
+from bionn.backend import add_option, current, select
 from bionn.config.dataset import DatasetConfig, Label
 from bionn.config.errors import ConfigError
 from bionn.io import atomic_write_bytes
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()  # before TensorFlow is imported
     try:
         select(args.backend)  # before Keras is imported
+        current()  # the backend's own setup (under jax: Keras keeps TensorFlow out)
     except ConfigError as err:
         print(f"bionn-predict: error: {err}", file=sys.stderr)
         return 2

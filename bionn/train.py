@@ -63,7 +63,8 @@ def run(
     records, when the config was composed by bionn rather than by Hydra for this job (a search trial).
     A failed attempt is recorded, then its error raised, as RecordedFailure with raise_recorded (what
     train.py ends in one line, bionn.outcome); Ctrl-C after the record raises RecordedInterrupt."""
-    select(cfg.runtime.backend, cfg.runtime.cpu_replicas)  # before Keras is imported; again: a no-op
+    # before Keras is imported; again: a no-op
+    select(cfg.runtime.backend, cfg.runtime.cpu_replicas, cfg.runtime.deterministic)
     quiet_tensorflow()
     setup_logging()
     folder = RunFolder(Path(run_dir or run_directory()))

@@ -26,11 +26,12 @@ import sys
 
 
 class NoTensorFlow:
-    """Fail every import of TensorFlow in this process (tests/test_jax.py)."""
+    """Fail every import of TensorFlow in this process (tests/test_jax.py); not as an ImportError, which
+    a library probing for TensorFlow would take as its absence: the attempt itself fails the run."""
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] == "tensorflow":
-            raise ImportError(f"{name} imported under runtime.backend=jax")
+            raise RuntimeError(f"{name} imported under runtime.backend=jax")
 
 
 sys.meta_path.insert(0, NoTensorFlow())

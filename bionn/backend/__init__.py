@@ -3,9 +3,10 @@
 
 Only bionn.backend.<name> imports its framework; everything above it uses Keras, NumPy and this
 interface: TensorFlow (bionn.backend.tensorflow: Keras' own fit over tf.data) and JAX
-(bionn.backend.jax: a chunked, jitted training loop, bionn.backend.jax_loop). Keras reads its backend once, when it is first imported: `select(runtime.backend)` comes
-first in every process that decides one (train.py, bionn.train.run, a search worker, the CLIs that
-load models), and it imports no framework itself (docs/backends.md).
+(bionn.backend.jax: a chunked, jitted training loop, bionn.backend.jax_loop). Keras reads its
+backend once, when it is first imported: `select(runtime.backend)` comes first in every process
+that decides one (train.py, bionn.train.run, a search worker, the CLIs that load models), and it
+imports no framework itself (docs/backends.md).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 BACKENDS = {"tensorflow": "bionn.backend.tensorflow", "jax": "bionn.backend.jax"}
 # The XLA flag that splits the host CPU into devices (keras.distribution.DataParallel's replicas).
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+# The XLA flag that makes GPU reductions deterministic (runtime.deterministic; XLA's CPU kernels are).
+GPU_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops"
 ONE_PER_PROCESS = "sweep it with a launcher that starts one process per job: hydra/launcher=local or slurm"
 
 # Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
@@ -108,10 +111,11 @@ def current() -> Backend:
     return importlib.import_module(BACKENDS[name])
 
 
-def select(name: str, cpu_replicas: int = 1) -> None:
+def select(name: str, cpu_replicas: int = 1, deterministic: bool = False) -> None:
     """Make `name` Keras' backend in this process (call before Keras is imported; again is a no-op);
-    for jax, the host CPU becomes `cpu_replicas` devices. ConfigError if this process already runs
-    another backend or device count, or if the framework is not installed."""
+    for jax, the host CPU becomes `cpu_replicas` devices, and with `deterministic` XLA's GPU kernels
+    are made deterministic (runtime.deterministic; read when JAX starts). ConfigError if this process
+    already runs another backend or device count, or if the framework is not installed."""
     name = str(name)
     if name not in BACKENDS:
         raise ConfigError(
@@ -132,7 +136,7 @@ def select(name: str, cpu_replicas: int = 1) -> None:
         raise ConfigError(_install_hint(name, missing))
     os.environ["KERAS_BACKEND"] = name
     if name == "jax":
-        _split_host(cpu_replicas)
+        _split_host(cpu_replicas, deterministic)
 
 
 def default_name() -> str:
@@ -167,12 +171,14 @@ def _install_hint(name: str, missing: list[str]) -> str:
     )
 
 
-def _split_host(devices: int) -> None:
-    """XLA_FLAGS asks for `devices` host devices (other flags kept); JAX reads it when it starts, so an
-    already started JAX must have that many."""
+def _split_host(devices: int, deterministic: bool) -> None:
+    """XLA_FLAGS asks for `devices` host devices and, with `deterministic`, deterministic GPU kernels
+    (other flags kept); JAX reads it when it starts, so an already started JAX must have that many."""
     before = os.environ.get("XLA_FLAGS")
-    kept = [f for f in (before or "").split() if f.split("=")[0] != HOST_DEVICES_FLAG]
-    os.environ["XLA_FLAGS"] = " ".join([*kept, f"{HOST_DEVICES_FLAG}={devices}"])
+    ours = (HOST_DEVICES_FLAG, GPU_DETERMINISM_FLAG)
+    kept = [f for f in (before or "").split() if f.split("=")[0] not in ours]
+    flags = [f"{HOST_DEVICES_FLAG}={devices}", *([f"{GPU_DETERMINISM_FLAG}=true"] if deterministic else [])]
+    os.environ["XLA_FLAGS"] = " ".join([*kept, *flags])
     jax = sys.modules.get("jax")
     if jax is None:
         return

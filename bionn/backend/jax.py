@@ -16,6 +16,7 @@ import jax
 import keras
 
 from bionn.backend import jax_loop
+from bionn.pins import require_tested
 from bionn.clock import EpochClock
 from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
@@ -28,6 +29,20 @@ MULTI_HOST = (
     "(all of its node's devices); multi-host training stays on TensorFlow's MultiWorkerMirroredStrategy. "
     "Use runtime.backend=tensorflow, or one node with one task (hydra.launcher.nodes=1, tasks_per_node=1)."
 )
+
+
+def keep_tensorflow_out() -> None:
+    """Tell Keras that TensorFlow is absent from this process. Keras asks `tf.available` (an import of
+    TensorFlow wherever it is installed) to seed it in keras.utils.set_random_seed and to look for its
+    types when it saves a model; a JAX process never uses it (the pinned Keras' module_utils)."""
+    from keras.src.utils import module_utils
+
+    require_tested("keras")
+    if module_utils.tensorflow.module is None:  # not imported by anyone before this backend started
+        module_utils.tensorflow._available = False
+
+
+keep_tensorflow_out()
 
 
 @dataclass(frozen=True)
@@ -96,8 +111,8 @@ def evaluate(model, source: BatchSource) -> dict[str, float]:
 
 
 def enable_determinism() -> None:
-    """Nothing to switch on: XLA's CPU kernels are deterministic, and GPU reductions are made so by
-    XLA_FLAGS' --xla_gpu_deterministic_ops, which bionn.backend.select sets before JAX starts."""
+    """Nothing to switch on here: XLA's CPU kernels are deterministic, and its GPU kernels are made so by
+    bionn.backend.GPU_DETERMINISM_FLAG, which bionn.backend.select puts in XLA_FLAGS before JAX starts."""
 
 
 def devices() -> list[str]:

@@ -68,7 +68,8 @@ def work(cfg: Any) -> float:
     from bionn.console import quiet_tensorflow, setup_logging
     from bionn.slurm import attempt_job_id, slurm_info
 
-    select(cfg.runtime.backend, cfg.runtime.cpu_replicas)  # every trial trains on it (bionn.train.run)
+    # every trial trains on it (bionn.train.run)
+    select(cfg.runtime.backend, cfg.runtime.cpu_replicas, cfg.runtime.deterministic)
     quiet_tensorflow()
     setup_logging()
     hydra_cfg = HydraConfig.get()
