@@ -16,12 +16,12 @@ import jax
 import keras
 
 from bionn.backend import jax_loop
-from bionn.pins import require_tested
 from bionn.clock import EpochClock
 from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
 from bionn.data.pipeline import BatchSource, batch_source
 from bionn.data.stats import Statistics
+from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
 
 MULTI_HOST = (
