@@ -33,14 +33,7 @@ class CentredSums(keras.metrics.Metric):
     its first assignment averages the replicas' first batches).
     """
 
-    SUMS = (
-        "deviation",
-        "deviation_error",
-        "deviation_sq",
-        "deviation_sq_error",
-        "residual_sq",
-        "residual_sq_error",
-    )
+    SUMS = ("deviation", "deviation_sq", "residual_sq")  # of y - centre, (y - centre)^2, (y - y_hat)^2
 
     def __init__(self, n_outputs: int, name: str, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -56,9 +49,8 @@ class CentredSums(keras.metrics.Metric):
                 aggregation="mean",
                 name="centre",
             )
-        self.sums = [
-            self.add_variable(shape=shape, initializer="zeros", name=n, dtype="float32") for n in self.SUMS
-        ]
+        self.totals = [self.add_variable(shape, "zeros", "float32", name=n) for n in self.SUMS]
+        self.errors = [self.add_variable(shape, "zeros", "float32", name=f"{n}_error") for n in self.SUMS]
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Add a batch of (n, n_outputs) labels and predictions."""
@@ -67,29 +59,26 @@ class CentredSums(keras.metrics.Metric):
         batch_mean = ops.sum(y_true, axis=0) / ops.maximum(ops.cast(n, "float32"), 1.0)
         self.centre.assign(ops.where(ops.equal(self.count.value, 0), batch_mean, self.centre.value))
         deviation = y_true - self.centre.value  # read back: the replicas' common centre
-        batch = (ops.sum(deviation, axis=0), ops.sum(ops.square(deviation), axis=0))
-        for (total, error), value in zip(
-            zip(self.sums[::2], self.sums[1::2], strict=True),
-            (*batch, ops.sum(ops.square(y_true - y_pred), axis=0)),
-            strict=True,
-        ):
-            add_compensated(total, error, value)
+        batch = (deviation, ops.square(deviation), ops.square(y_true - y_pred))
+        for total, error, values in zip(self.totals, self.errors, batch, strict=True):
+            add_compensated(total, error, ops.sum(values, axis=0))
         self.count.assign_add(ops.cast(n, "int32"))
 
     def per_output_tensor(self):
         """R-squared of each output, float32, in the backend's tensors."""
         deviation, deviation_sq, residual_sq = (
-            total.value + error.value for total, error in zip(self.sums[::2], self.sums[1::2], strict=True)
+            total.value + error.value for total, error in zip(self.totals, self.errors, strict=True)
         )
         count = ops.maximum(ops.cast(self.count.value, "float32"), 1.0)
-        ss_tot = deviation_sq - ops.square(deviation) / count
-        return 1.0 - residual_sq / ops.maximum(ss_tot, TINY)
+        return 1.0 - residual_sq / ops.maximum(deviation_sq - ops.square(deviation) / count, TINY)
 
     def per_output(self) -> np.ndarray:
         """R-squared of each output over what was accumulated (float64, label order)."""
-        values = [ops.convert_to_numpy(v).astype(np.float64) for v in self.sums]
-        deviation, deviation_sq, residual_sq = (values[i] + values[i + 1] for i in (0, 2, 4))
-        return per_output_from_sums(ops.convert_to_numpy(self.count), deviation, deviation_sq, residual_sq)
+        sums = [
+            ops.convert_to_numpy(total).astype(np.float64) + ops.convert_to_numpy(error)
+            for total, error in zip(self.totals, self.errors, strict=True)
+        ]
+        return per_output_from_sums(ops.convert_to_numpy(self.count), *sums)
 
     def reset_state(self):
         for variable in self.variables:
