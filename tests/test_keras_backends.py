@@ -228,12 +228,13 @@ def write_samples(data: Path) -> None:
 
 
 def train_and_save_here(run: str, data: str) -> None:
-    """CROSSING trained a few steps on this backend and saved as a run folder holds it: model.keras,
-    statistics.npz and the inference models (bionn.trained.save_inference_models)."""
+    """CROSSING trained two epochs of three steps on this backend and saved as a run folder holds it:
+    model.keras, statistics.npz, best/ and the inference models (bionn.trained.save_inference_models)."""
     from bionn.config.compose import compose_run
     from bionn.data.stats import STD_EPSILON, read_statistics, save_statistics
     from bionn.engine_version import ENGINE_VERSION
     from bionn.nn.callbacks import save_model
+    from bionn.nn.inference import BestWeights
     from bionn.nn.model import build_model
     from bionn.nn.optim import compile_for_training
     from bionn.run_folder import INFO, STATISTICS, RunFolder
@@ -247,9 +248,10 @@ def train_and_save_here(run: str, data: str) -> None:
     scaling = (stats.label_mean, stats.label_std + STD_EPSILON)
     model = build_model(cfg.model, x.shape[1:], labels.shape[1], scaling, source="conf/model/TRX.yaml")
     compile_for_training(model, cfg.training, steps_per_epoch=3, label_scaling=scaling)
-    model.fit(x, labels, batch_size=32, epochs=1, verbose=0)
     folder = RunFolder(Path(run))
     folder.path.mkdir(parents=True)
+    best = BestWeights(folder.best)  # inference_best.keras: the best epoch's weights in a clone
+    model.fit(x, labels, batch_size=32, epochs=2, validation_data=(x, labels), callbacks=[best], verbose=0)
     save_statistics(folder / STATISTICS, stats)
     folder.write_json(INFO, {"provenance": {"engine_version": ENGINE_VERSION}})
     save_model(model, folder / "model.keras")
