@@ -220,4 +220,8 @@ def compile_for_training(
         jit_compile=bool(training_cfg.jit_compile),
         steps_per_execution=int(training_cfg.steps_per_execution),
     )
+    if any(isinstance(c, PlateauCallback) for c in callbacks):
+        # Optimizer state (like a float learning rate's variable), so a compiled step reads its value
+        # now: JAX's jitted step would keep the value it was traced with; backups save it.
+        model.optimizer.plateau_scale = rate.plateau_scale
     return r2, callbacks
