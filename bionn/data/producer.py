@@ -1,0 +1,141 @@
+"""Chunks of many batches generated ahead, in a background thread, into a ring of preallocated slots: the
+feed of a training loop that steps the device a chunk per call (a jitted scan over its batches).
+
+A `ChunkProducer` allocates its `slots` buffers once, each as big as its largest chunk. For an epoch its
+thread fills the free slots in order (`BatchSource.fill`: the engine's kernel releases the GIL, so
+generation runs beside the consumer's Python) and `epoch` yields them in that order as `Chunk`s. The
+consumer releases a chunk once it is done with its arrays (for instance once they are on the device);
+its slot is then refilled. While every slot is held, the thread waits. The numbers are
+`BatchSource.batch`'s, bit for bit. The thread ends when the epoch does, when the consumer stops early
+(a break, an exception, KeyboardInterrupt: the generator closes), or on `close`; an exception in the
+thread is raised in the consumer. This module imports no framework.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bionn.data.dataset import aligned_empty
+from bionn.data.pipeline import BatchSource
+
+# Bytes of features per chunk. A TR sample on dmedium is 501 x 3 float32 (6 KB), so this is about
+# 5,500 samples: 0.5-0.6 s of generation on 2 cores, 4-5 ms on the GPU machine's 16 cores at 1.3M/s.
+# Measured with scripts/bench_pipeline.py on 2 loaded cores (ChunkProducer alone, TR, batch 512), the
+# rate is flat from 8 MB to 64 MB chunks; smaller chunks pay the per-call Python and thread hand-off
+# more often, bigger ones only cost memory (slots x CHUNK_BYTES) and a longer first wait.
+CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass
+class Chunk:
+    """Batches first .. first + n - 1 of one epoch, in a slot of the producer's ring."""
+
+    first: int
+    n: int
+    batch: int  # samples per batch in this chunk (the last, partial batch: the remainder)
+    features: np.ndarray  # (n, batch, *feature_shape), a view of the slot
+    labels: np.ndarray  # (n, batch, n_labels)
+    slot: int = field(repr=False)
+    free: queue.SimpleQueue = field(repr=False, compare=False)  # the epoch's free slots
+    released: bool = field(default=False, repr=False, compare=False)
+
+    def release(self) -> None:
+        """The consumer is done with the arrays: the slot may be refilled (a second call does nothing)."""
+        if not self.released:
+            self.released = True
+            self.free.put(self.slot)
+
+
+@dataclass
+class _Run:
+    """One epoch's thread and its queues: slots free to fill, chunks (or the thread's error) filled."""
+
+    free: queue.SimpleQueue
+    filled: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class ChunkProducer:
+    """A background producer of one split's chunks (`plan`), `slots` of them at most filled ahead."""
+
+    def __init__(self, source: BatchSource, batches_per_chunk: int, slots: int = 3):
+        if batches_per_chunk < 1 or slots < 1:
+            raise ValueError(
+                f"ChunkProducer: batches_per_chunk ({batches_per_chunk}) and slots ({slots}) >= 1"
+            )
+        self.source = source
+        self.batches_per_chunk = batches_per_chunk
+        most = max(n for _, n, _ in self.plan()) if source.split_size else 1
+        shape = (most, source.batch_size)
+        self._features = [aligned_empty(shape + source.ds.feature_shape, np.float32) for _ in range(slots)]
+        self._labels = [aligned_empty(shape + (source.ds.n_labels,), np.float32) for _ in range(slots)]
+        self._run: _Run | None = None
+
+    def plan(self) -> list[tuple[int, int, int]]:
+        """(first batch, batches, samples per batch) of every chunk of an epoch: the full chunks, then the
+        full batches left over as one chunk, then the partial last batch as its own chunk."""
+        size, per = self.source.batch_size, self.batches_per_chunk
+        full = self.source.split_size // size
+        chunks = [(first, min(per, full - first), size) for first in range(0, full, per)]
+        remainder = self.source.split_size % size
+        return chunks + ([(full, 1, remainder)] if remainder else [])
+
+    def epoch(self, epoch: int) -> Iterator[Chunk]:
+        """The chunks of an epoch, in order. Starting it ends the previous epoch's thread and reclaims every
+        slot: chunks of an earlier epoch must no longer be in use."""
+        self.close()
+        run = self._run = _Run(free=queue.SimpleQueue())
+        for slot in range(len(self._features)):
+            run.free.put(slot)
+        plan = self.plan()
+        run.thread = threading.Thread(
+            target=self._produce, args=(epoch, plan, run), name=f"chunks-{self.source.split}", daemon=True
+        )
+        run.thread.start()
+        try:
+            for _ in plan:
+                item = run.filled.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._end(run)
+
+    def close(self) -> None:
+        """End the running epoch's thread (after the chunk it is filling, if any)."""
+        if self._run is not None:
+            self._end(self._run)
+
+    def _end(self, run: _Run) -> None:
+        run.stop.set()
+        run.free.put(None)  # wakes a thread that waits for a free slot
+        if run.thread is not None:
+            run.thread.join()
+        if self._run is run:
+            self._run = None
+
+    def _produce(self, epoch: int, plan: list[tuple[int, int, int]], run: _Run) -> None:
+        try:
+            for first, n, batch in plan:
+                slot = run.free.get()
+                if run.stop.is_set():
+                    return
+                features, labels = self._features[slot], self._labels[slot]
+                self.source.fill(epoch, first, n, features, labels)
+                chunk = Chunk(first, n, batch, features[:n, :batch], labels[:n, :batch], slot, run.free)
+                run.filled.put(chunk)
+        except BaseException as error:  # the consumer raises it
+            run.filled.put(error)
+
+
+def batches_per_chunk(source: BatchSource, target_bytes: int = CHUNK_BYTES) -> int:
+    """Batches that make about `target_bytes` of features: at least 1, at most the split's full batches."""
+    batch_bytes = source.batch_size * math.prod(source.ds.feature_shape) * np.dtype(np.float32).itemsize
+    return max(1, min(target_bytes // batch_bytes, source.split_size // source.batch_size))
