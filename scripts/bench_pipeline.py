@@ -12,8 +12,8 @@ peak_rss_mb_10k / peak_rss_mb_1m (peak RSS of a process streaming 10,000 and
 
 `feeds` (alone with --feeds): samples/s of TR's training batches (dmedium, batch 512) through
 today's `BatchSource.chunk` calls, the `ChunkProducer` (consumer only releasing) at several chunk
-sizes, and the tf.data feed (`make_dataset`) at several CHUNK_SAMPLES, timed round-robin in
-alternating rounds; `*_over_chunk_calls` are the medians of the per-round ratios to the first.
+sizes, and the tf.data feed (`make_dataset`) at several CHUNK_SAMPLES, timed round-robin in six
+short rounds; `*_over_chunk_calls` are the medians of the per-round ratios to the first.
 """
 
 from __future__ import annotations
@@ -156,19 +156,21 @@ def tfdata_feed(source):
     return lambda samples: drain(pipeline, math.ceil(samples / source.batch_size))
 
 
-def feeds(seconds: float, cache: str, rounds: int = 3) -> dict:
+def feeds(seconds: float, cache: str, rounds: int = 6) -> dict:
     """samples/s of every feed of TR's batches, each timed for about `seconds` / rounds per round."""
     source = tr_source(cache)
     runs = {"chunk_calls": lambda n: chunk_calls(source, n)}
-    for mb in (8, 32, 64):
+    for mb in (8, 32, 64, 128):
         producer = ChunkProducer(source, batches_per_chunk(source, mb * 2**20))
         runs[f"producer_{mb}mb"] = lambda n, p=producer: producer_feed(p, n)
-    for chunk_samples in (2048, 8192, 16384):
+    for chunk_samples in (1024, 2048, 4096, 8192):
         runs[f"tfdata_chunk_{chunk_samples}"] = tfdata_feed(tr_source(cache, chunk_samples))
+    rate = 0.0
     for run in runs.values():
         start = time.perf_counter()
         run(8192)  # compile, trace, warm up
-    per_run = 8192 / (time.perf_counter() - start) * seconds / rounds  # about `seconds` / rounds each
+        rate = rate or 8192 / (time.perf_counter() - start)
+    per_run = rate * seconds / rounds  # samples for about `seconds` / rounds of the first feed
     totals = {name: [0, 0.0] for name in runs}
     ratios = {name: [] for name in runs}
     for _ in range(rounds):
@@ -182,6 +184,7 @@ def feeds(seconds: float, cache: str, rounds: int = 3) -> dict:
             rates[name] = seen / elapsed
         for name in runs:
             ratios[name].append(rates[name] / rates["chunk_calls"])
+        print({name: round(rate) for name, rate in rates.items()}, file=sys.stderr)
     result = {f"{name}_samples_per_s": round(n / t) for name, (n, t) in totals.items()}
     result |= {f"{name}_over_chunk_calls": round(float(np.median(r)), 3) for name, r in ratios.items()}
     return result

@@ -39,7 +39,8 @@ def chunk_threads():
 
 def test_the_parallel_kernel_lets_python_run_while_it_generates():
     """Main-thread Python sees the features half written: it ran while the kernel was inside the call. A
-    kernel that held the GIL would let it see them only before (all NaN) or after (none NaN)."""
+    kernel that held the GIL would let it see them only before (all NaN) or after (none NaN). (Numba's
+    parallel region releases the GIL even without nogil=True: this checks the outcome, not the flag.)"""
     ds = make_dataset(**{"shape.n_samples": 20000})
     n = 4000
     indices = np.arange(n, dtype=np.int64)
@@ -145,7 +146,7 @@ def test_the_plan_covers_the_split_chunk_by_chunk():
 def test_producer_chunks_are_the_batches_of_each_epoch(slots):
     src = source(label="relative")
     producer = ChunkProducer(src, 4, slots=slots)
-    for epoch in (0, 3, 0):
+    for epoch in (0, 1, 3, 0):  # 0 -> 1 goes on with the chunks filled ahead; 1 -> 3 and 3 -> 0 restart
         expected = batches(src, epoch)
         seen = []
         for chunk in producer.epoch(epoch):
@@ -158,7 +159,22 @@ def test_producer_chunks_are_the_batches_of_each_epoch(slots):
             chunk.release()
             chunk.release()  # a second release changes nothing
         assert seen == [0, 4, 8, 9]
+        assert len(chunk_threads()) == 1  # waiting, filled ahead, for the next epoch
+    producer.close()
     assert not chunk_threads()
+
+
+def test_producer_of_the_validation_split_serves_the_same_batches_every_epoch():
+    val = source("val")
+    expected = batches(val, 0)
+    producer = ChunkProducer(val, 1, slots=2)
+    for epoch in (0, 0, 5):
+        chunks = [(c.features.copy(), c.labels.copy(), c.release()) for c in producer.epoch(epoch)]
+        assert len(chunks) == len(expected) == 2  # 25 samples: a batch of 16 and one of 9
+        for (features, labels, _), (want_f, want_l) in zip(chunks, expected, strict=True):
+            np.testing.assert_array_equal(features[0], want_f)
+            np.testing.assert_array_equal(labels[0], want_l)
+    producer.close()
 
 
 def test_producer_thread_ends_when_the_consumer_stops_early():
@@ -181,6 +197,8 @@ def test_producer_thread_ends_when_the_consumer_stops_early():
         firsts.append(chunk.first)
         chunk.release()
     assert firsts == [0, 2, 4, 6, 8, 9]
+    producer.close()
+    assert not chunk_threads()
 
 
 def test_an_error_in_the_producer_thread_reaches_the_consumer():

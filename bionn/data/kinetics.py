@@ -215,8 +215,9 @@ def _draw_all(seed, stream, indices, bounds, dt, out_kinetic, out_amplitudes, ou
 
 @njit(parallel=True, nogil=True, cache=True)
 def generate_parallel(spec, indices, outs, n_chunks):
-    """generate_serial on all cores: `n_chunks` contiguous chunks of samples, one task each. Releases the
-    GIL, so a producer thread generates the next chunk while the main thread feeds the device."""
+    """generate_serial on all cores: `n_chunks` contiguous chunks of samples, one task each. A producer
+    thread generates the next chunk while the main thread's Python feeds the device: Numba's parallel
+    region releases the GIL by itself, nogil=True releases it for the whole call."""
     n = indices.shape[0]
     for c in prange(n_chunks):
         lo = c * n // n_chunks

@@ -12,6 +12,8 @@ The number of batches is known, so Keras shows steps.
 Which epoch the training split serves is read from an `EpochClock` that a Keras
 callback sets at the start of every epoch; a resumed run therefore feeds exactly
 the order (and, with fresh training data, the samples) it would have fed.
+`fill` takes the epoch as an argument instead: a loop that steps a chunk of batches
+per call (bionn.data.producer) writes them straight into its own buffers.
 
 Multi-worker training gives each worker a `ReplicaShard`: the element stream
 of its replicas only (batch b, replica r: the r-th of `total` equal slices of
@@ -66,7 +68,8 @@ class BatchSource:
     """Python side of one split's pipeline: positions of the epoch order -> float32 arrays, and its plan:
     `n_batches` batches (the last possibly partial), of which the first `n_chunks * per_chunk` come
     `per_chunk` at a time (`chunk`), the rest one by one (`batch`); each of `shard.count` elements per
-    batch, `per_replica` samples in a full batch. Made by `batch_source`."""
+    batch, `per_replica` samples in a full batch. `fill` writes whole batches into the caller's arrays
+    instead (bionn.data.producer). Made by `batch_source`."""
 
     def __init__(self, ds, split, stats, clock, batch_size, shard=WHOLE):
         self.ds, self.split, self.stats, self.clock = ds, split, stats, clock

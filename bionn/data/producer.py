@@ -4,11 +4,12 @@ feed of a training loop that steps the device a chunk per call (a jitted scan ov
 A `ChunkProducer` allocates its `slots` buffers once, each as big as its largest chunk. For an epoch its
 thread fills the free slots in order (`BatchSource.fill`: the engine's kernel releases the GIL, so
 generation runs beside the consumer's Python) and `epoch` yields them in that order as `Chunk`s. The
-consumer releases a chunk once it is done with its arrays (for instance once they are on the device);
-its slot is then refilled. While every slot is held, the thread waits. The numbers are
-`BatchSource.batch`'s, bit for bit. The thread ends when the epoch does, when the consumer stops early
-(a break, an exception, KeyboardInterrupt: the generator closes), or on `close`; an exception in the
-thread is raised in the consumer. This module imports no framework.
+consumer releases a chunk once nothing reads its arrays any more (see `Chunk.release`);
+its slot is then refilled. While every slot is held, the thread waits; at the end of an epoch it runs on
+into the next one. The numbers are `BatchSource.batch`'s, bit for bit. The thread ends when the consumer
+stops early (a break, an exception, KeyboardInterrupt: the generator closes), when another epoch than
+the next is asked for, or on `close`; an exception in the thread is raised in the consumer. This module
+imports no framework.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import numpy as np
 from bionn.data.dataset import aligned_empty
 from bionn.data.pipeline import BatchSource
 
-# Bytes of features per chunk. A TR sample on dmedium is 501 x 3 float32 (6 KB), so this is about
-# 5,500 samples: 0.5-0.6 s of generation on 2 cores, 4-5 ms on the GPU machine's 16 cores at 1.3M/s.
-# Measured with scripts/bench_pipeline.py on 2 loaded cores (ChunkProducer alone, TR, batch 512), the
-# rate is flat from 8 MB to 64 MB chunks; smaller chunks pay the per-call Python and thread hand-off
-# more often, bigger ones only cost memory (slots x CHUNK_BYTES) and a longer first wait.
+# Bytes of features per chunk: 32 MB is 10 of TR's batches of 512 (501 x 3 float32 = 6 KB a sample),
+# about 35 ms of generation on 2 cores, 4 ms at the GPU machine's 1.3M samples/s: the Python around each
+# chunk stays small beside it. On 2 loaded cores (scripts/bench_pipeline.py --feeds, 2026-12-04) the
+# producer alone ran at 1.41-1.51x today's chunk calls from 8 to 64 MB and 1.25x at 128 MB; bigger only
+# costs memory (slots x CHUNK_BYTES) and a longer wait for an epoch's first chunk.
 CHUNK_BYTES = 32 * 2**20
 
 
@@ -46,7 +47,8 @@ class Chunk:
     released: bool = field(default=False, repr=False, compare=False)
 
     def release(self) -> None:
-        """The consumer is done with the arrays: the slot may be refilled (a second call does nothing)."""
+        """The consumer is done with the arrays: the slot may be refilled (a second call does nothing).
+        Only once nothing reads them any more: on CPU, jax.device_put adopts an aligned array, no copy."""
         if not self.released:
             self.released = True
             self.free.put(self.slot)
@@ -54,9 +56,11 @@ class Chunk:
 
 @dataclass
 class _Run:
-    """One epoch's thread and its queues: slots free to fill, chunks (or the thread's error) filled."""
+    """The thread and its queues: slots free to fill, chunks (or the thread's error) filled in order;
+    `next_epoch`: the epoch whose chunks come next."""
 
     free: queue.SimpleQueue
+    next_epoch: int
     filled: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -88,30 +92,41 @@ class ChunkProducer:
         return chunks + ([(full, 1, remainder)] if remainder else [])
 
     def epoch(self, epoch: int) -> Iterator[Chunk]:
-        """The chunks of an epoch, in order. Starting it ends the previous epoch's thread and reclaims every
-        slot: chunks of an earlier epoch must no longer be in use."""
-        self.close()
-        run = self._run = _Run(free=queue.SimpleQueue())
-        for slot in range(len(self._features)):
-            run.free.put(slot)
-        plan = self.plan()
-        run.thread = threading.Thread(
-            target=self._produce, args=(epoch, plan, run), name=f"chunks-{self.source.split}", daemon=True
-        )
-        run.thread.start()
+        """The chunks of an epoch, in order. The thread runs on into the next epoch while slots are free, so
+        that epoch's first chunks are ready when it is asked for (of the training split: epoch + 1; any epoch
+        of the others, whose batches are the same every epoch). Any other epoch ends the thread and reclaims
+        every slot: chunks handed out before must no longer be in use."""
+        run = self._run
+        if run is None or (self.source.split == "train" and run.next_epoch != epoch):
+            self.close()
+            run = self._run = self._start(epoch)
+        completed = False
         try:
-            for _ in plan:
+            for _ in self.plan():
                 item = run.filled.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+            completed = True
+            run.next_epoch = epoch + 1
         finally:
-            self._end(run)
+            if not completed:  # a break, an exception, KeyboardInterrupt, a generator closed early
+                self._end(run)
 
     def close(self) -> None:
-        """End the running epoch's thread (after the chunk it is filling, if any)."""
+        """End the thread (after the chunk it is filling, if any). Call it when the training ends: until
+        then a finished epoch's thread waits, chunks filled ahead, for the next."""
         if self._run is not None:
             self._end(self._run)
+
+    def _start(self, epoch: int) -> _Run:
+        run = _Run(free=queue.SimpleQueue(), next_epoch=epoch)
+        for slot in range(len(self._features)):
+            run.free.put(slot)
+        name = f"chunks-{self.source.split}"
+        run.thread = threading.Thread(target=self._produce, args=(epoch, run), name=name, daemon=True)
+        run.thread.start()
+        return run
 
     def _end(self, run: _Run) -> None:
         run.stop.set()
@@ -121,16 +136,20 @@ class ChunkProducer:
         if self._run is run:
             self._run = None
 
-    def _produce(self, epoch: int, plan: list[tuple[int, int, int]], run: _Run) -> None:
+    def _produce(self, epoch: int, run: _Run) -> None:
+        """Fill free slots with the chunks of `epoch`, then of the epochs after it, until stopped."""
+        plan = self.plan()
         try:
-            for first, n, batch in plan:
-                slot = run.free.get()
-                if run.stop.is_set():
-                    return
-                features, labels = self._features[slot], self._labels[slot]
-                self.source.fill(epoch, first, n, features, labels)
-                chunk = Chunk(first, n, batch, features[:n, :batch], labels[:n, :batch], slot, run.free)
-                run.filled.put(chunk)
+            while plan:
+                for first, n, batch in plan:
+                    slot = run.free.get()
+                    if run.stop.is_set():
+                        return
+                    features, labels = self._features[slot], self._labels[slot]
+                    self.source.fill(epoch, first, n, features, labels)
+                    chunk = Chunk(first, n, batch, features[:n, :batch], labels[:n, :batch], slot, run.free)
+                    run.filled.put(chunk)
+                epoch += 1
         except BaseException as error:  # the consumer raises it
             run.filled.put(error)
 
