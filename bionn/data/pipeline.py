@@ -34,7 +34,9 @@ from bionn.data.dataset import KineticsDataset, Scratch, aligned_empty
 from bionn.data.stats import STD_EPSILON, Statistics
 
 # Samples generated per Python call: the call overhead into Python (tf.numpy_function: ~0.5 ms)
-# is amortised over this many samples, and the compiled kernel runs on all cores.
+# is amortised over this many samples, and the compiled kernel runs on all cores. Bigger was not faster,
+# with the kernel releasing the GIL: TR's tf.data feed on 2 loaded cores ran at 0.71x/0.88x this rate
+# with 4,096 and 0.51x/0.97x with 8,192 (scripts/bench_pipeline.py --feeds, two runs, 2026-12-04).
 CHUNK_SAMPLES = 2048
 
 

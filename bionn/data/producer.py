@@ -26,10 +26,11 @@ from bionn.data.dataset import aligned_empty
 from bionn.data.pipeline import BatchSource
 
 # Bytes of features per chunk: 32 MB is 10 of TR's batches of 512 (501 x 3 float32 = 6 KB a sample),
-# about 35 ms of generation on 2 cores, 4 ms at the GPU machine's 1.3M samples/s: the Python around each
-# chunk stays small beside it. On 2 loaded cores (scripts/bench_pipeline.py --feeds, 2026-12-04) the
-# producer alone ran at 1.41-1.51x today's chunk calls from 8 to 64 MB and 1.25x at 128 MB; bigger only
-# costs memory (slots x CHUNK_BYTES) and a longer wait for an epoch's first chunk.
+# tens of ms of generation on 2 cores, 4 ms at the GPU machine's 1.3M samples/s: the Python around each
+# chunk stays small beside it. On 2 loaded cores (scripts/bench_pipeline.py --feeds, two runs on
+# 2026-12-04) the producer alone was fastest at 32 MB: 1.51x and 1.30x today's chunk calls, against
+# 1.41x/1.24x at 8 MB, 1.41x/1.11x at 64 MB, 1.25x/1.00x at 128 MB; bigger also costs memory
+# (slots x CHUNK_BYTES) and a longer wait for the first chunk.
 CHUNK_BYTES = 32 * 2**20
 
 
