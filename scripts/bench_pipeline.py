@@ -104,16 +104,16 @@ def rates(seconds: float, cache: str, rounds: int = 3) -> tuple[float, float, fl
 
 def handoff_ceiling(ds: KineticsDataset, stats, batches: int) -> float:
     """The same pipeline with generation replaced by ready arrays: TensorFlow's own hand-off cost."""
-    module = pipeline_module
-    ready = module.BatchSource(ds, "train", stats, EpochClock(), ds.batch_size).samples(0, CHUNK_SAMPLES)
-    original = module.BatchSource.samples
-    module.BatchSource.samples = lambda self, lo, hi: tuple(a[: hi - lo] for a in ready)
+    source_class = pipeline_module.BatchSource
+    ready = source_class(ds, "train", stats, EpochClock(), ds.batch_size).samples(0, CHUNK_SAMPLES)
+    original = source_class.samples
+    source_class.samples = lambda self, lo, hi: tuple(a[: hi - lo] for a in ready)
     try:
         start = time.perf_counter()
         seen = drain(make_dataset(batch_source(ds, "train", stats, EpochClock())), batches)
         return seen / (time.perf_counter() - start)
     finally:
-        module.BatchSource.samples = original
+        source_class.samples = original
 
 
 def tr_source(cache: str, chunk_samples: int = CHUNK_SAMPLES):

@@ -3,6 +3,7 @@ ChunkProducer's ring (bit-identical to BatchSource.batch, and a thread that alwa
 
 from __future__ import annotations
 
+import signal
 import threading
 
 import numpy as np
@@ -198,6 +199,24 @@ def test_producer_thread_ends_when_the_consumer_stops_early():
         chunk.release()
     assert firsts == [0, 2, 4, 6, 8, 9]
     producer.close()
+    assert not chunk_threads()
+
+
+def test_ctrl_c_gets_a_consumer_out_of_waiting_for_a_slot_it_holds():
+    """Asking for the next chunk while holding every slot waits forever; Ctrl-C (here SIGALRM's handler
+    raising KeyboardInterrupt) still ends the wait and the thread."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _chunk in ChunkProducer(source(), 2, slots=1).epoch(0):
+                signal.setitimer(signal.ITIMER_REAL, 0.2)  # never released: the next one never comes
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     assert not chunk_threads()
 
 

@@ -44,7 +44,7 @@ class Chunk:
     features: np.ndarray  # (n, batch, *feature_shape), a view of the slot
     labels: np.ndarray  # (n, batch, n_labels)
     slot: int = field(repr=False)
-    free: queue.SimpleQueue = field(repr=False, compare=False)  # the epoch's free slots
+    free: queue.SimpleQueue = field(repr=False, compare=False)  # the producer's free slots
     released: bool = field(default=False, repr=False, compare=False)
 
     def release(self) -> None:
