@@ -3,6 +3,7 @@ ChunkProducer's ring (bit-identical to BatchSource.batch, and a thread that alwa
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 
@@ -198,7 +199,9 @@ def test_producer_thread_ends_when_the_consumer_stops_early():
         firsts.append(chunk.first)
         chunk.release()
     assert firsts == [0, 2, 4, 6, 8, 9]
-    producer.close()
+    assert len(chunk_threads()) == 1
+    del producer, chunk  # dropped without close(): collected, and its finalizer ends the thread
+    gc.collect()
     assert not chunk_threads()
 
 

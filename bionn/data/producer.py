@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -55,16 +56,45 @@ class Chunk:
             self.free.put(self.slot)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Run:
     """The thread and its queues: slots free to fill, chunks (or the thread's error) filled in order;
-    `next_epoch`: the epoch whose chunks come next."""
+    `next_epoch`: the epoch whose chunks come next. The thread holds the run, not the producer, so that
+    a producer dropped without `close` is collected, and its finalizer ends the thread."""
 
     free: queue.SimpleQueue
     next_epoch: int
     filled: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+
+    def produce(self, source: BatchSource, plan: list, slots: tuple[list, list], epoch: int) -> None:
+        """Fill free slots with the chunks of `epoch`, then of the epochs after it, until stopped."""
+        try:
+            while plan:
+                for first, n, batch in plan:
+                    slot = self.free.get()
+                    if self.stop.is_set():
+                        return
+                    features, labels = slots[0][slot], slots[1][slot]
+                    source.fill(epoch, first, n, features, labels)
+                    chunk = Chunk(first, n, batch, features[:n, :batch], labels[:n, :batch], slot, self.free)
+                    self.filled.put(chunk)
+                epoch += 1
+        except BaseException as error:  # the consumer raises it
+            self.filled.put(error)
+
+    def end(self) -> None:
+        """Stop the thread and wait for it (it finishes the chunk it is filling, if any)."""
+        self.stop.set()
+        self.free.put(None)  # wakes a thread that waits for a free slot
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join()
+
+
+def _end_all(active: list[_Run]) -> None:
+    while active:
+        active.pop().end()
 
 
 class ChunkProducer:
@@ -79,9 +109,12 @@ class ChunkProducer:
         self.batches_per_chunk = batches_per_chunk
         most = max(n for _, n, _ in self.plan()) if source.split_size else 1
         shape = (most, source.batch_size)
-        self._features = [aligned_empty(shape + source.ds.feature_shape, np.float32) for _ in range(slots)]
-        self._labels = [aligned_empty(shape + (source.ds.n_labels,), np.float32) for _ in range(slots)]
-        self._run: _Run | None = None
+        self._slots = (
+            [aligned_empty(shape + source.ds.feature_shape, np.float32) for _ in range(slots)],
+            [aligned_empty(shape + (source.ds.n_labels,), np.float32) for _ in range(slots)],
+        )
+        self._active: list[_Run] = []  # the run whose thread is alive, if any
+        weakref.finalize(self, _end_all, self._active)
 
     def plan(self) -> list[tuple[int, int, int]]:
         """(first batch, batches, samples per batch) of every chunk of an epoch: the full chunks, then the
@@ -97,10 +130,10 @@ class ChunkProducer:
         that epoch's first chunks are ready when it is asked for (of the training split: epoch + 1; any epoch
         of the others, whose batches are the same every epoch). Any other epoch ends the thread and reclaims
         every slot: chunks handed out before must no longer be in use."""
-        run = self._run
+        run = self._active[0] if self._active else None
         if run is None or (self.source.split == "train" and run.next_epoch != epoch):
             self.close()
-            run = self._run = self._start(epoch)
+            run = self._start(epoch)
         completed = False
         try:
             for _ in self.plan():
@@ -112,47 +145,26 @@ class ChunkProducer:
             run.next_epoch = epoch + 1
         finally:
             if not completed:  # a break, an exception, KeyboardInterrupt, a generator closed early
-                self._end(run)
+                run.end()
+                if run in self._active:
+                    self._active.remove(run)
 
     def close(self) -> None:
         """End the thread (after the chunk it is filling, if any). Call it when the training ends: until
-        then a finished epoch's thread waits, chunks filled ahead, for the next."""
-        if self._run is not None:
-            self._end(self._run)
+        then a finished epoch's thread waits, chunks filled ahead, for the next (a producer that is
+        garbage-collected ends it too)."""
+        _end_all(self._active)
 
     def _start(self, epoch: int) -> _Run:
         run = _Run(free=queue.SimpleQueue(), next_epoch=epoch)
-        for slot in range(len(self._features)):
+        for slot in range(len(self._slots[0])):
             run.free.put(slot)
+        args = (self.source, self.plan(), self._slots, epoch)
         name = f"chunks-{self.source.split}"
-        run.thread = threading.Thread(target=self._produce, args=(epoch, run), name=name, daemon=True)
+        run.thread = threading.Thread(target=run.produce, args=args, name=name, daemon=True)
         run.thread.start()
+        self._active.append(run)
         return run
-
-    def _end(self, run: _Run) -> None:
-        run.stop.set()
-        run.free.put(None)  # wakes a thread that waits for a free slot
-        if run.thread is not None:
-            run.thread.join()
-        if self._run is run:
-            self._run = None
-
-    def _produce(self, epoch: int, run: _Run) -> None:
-        """Fill free slots with the chunks of `epoch`, then of the epochs after it, until stopped."""
-        plan = self.plan()
-        try:
-            while plan:
-                for first, n, batch in plan:
-                    slot = run.free.get()
-                    if run.stop.is_set():
-                        return
-                    features, labels = self._features[slot], self._labels[slot]
-                    self.source.fill(epoch, first, n, features, labels)
-                    chunk = Chunk(first, n, batch, features[:n, :batch], labels[:n, :batch], slot, run.free)
-                    run.filled.put(chunk)
-                epoch += 1
-        except BaseException as error:  # the consumer raises it
-            run.filled.put(error)
 
 
 def batches_per_chunk(source: BatchSource, target_bytes: int = CHUNK_BYTES) -> int:
