@@ -168,16 +168,45 @@ class KineticsDataset:
         (T, k), writes float32 features (x - mean) * scale instead of the raw float64 ones.
         """
         indices = np.ascontiguousarray(indices, dtype=np.int64)
-        n, t, k, w = len(indices), self.n_times, self.n_components, self.n_wavelengths
-        out = Samples(
+        n, t, k = len(indices), self.n_times, self.n_components
+        features = aligned_empty((n, t, k), np.float64 if normalise is None else np.float32)
+        scratch = Scratch(self, n, concentrations)
+        labels = self.generate_into(indices, features, scratch, stream, parallel, normalise)
+        return Samples(
             index=indices,
-            features=aligned_empty((n, t, k), np.float64 if normalise is None else np.float32),
-            labels=np.empty((n, k * kinetics.N_SPECIES)),
-            kinetic=np.empty((n, kinetics.N_KINETIC)),
-            amplitudes=np.empty((n, kinetics.N_SPECIES)),
-            spectra=np.empty((n, w, kinetics.N_SPECIES)),
-            concentrations=np.empty((n if concentrations else 0, t, kinetics.N_SPECIES)),
+            features=features,
+            labels=labels,
+            kinetic=scratch.kinetic,
+            amplitudes=scratch.amplitudes,
+            spectra=scratch.spectra,
+            concentrations=scratch.concentrations,
         )
+
+    def generate_into(
+        self,
+        indices: np.ndarray,
+        features: np.ndarray,
+        scratch: Scratch,
+        stream: int = 0,
+        parallel: bool = True,
+        normalise: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Generate the samples `indices` (int64, C-contiguous) with their features written in place into
+        the caller's `features` (N, T, k), C-contiguous: float32 with normalise=(mean, scale), else float64.
+        Everything else goes to the first N rows of `scratch`; returns the labels, scratch.labels[:N]
+        (float64, the relative label already divided). Nothing is allocated per sample."""
+        n, t, k = len(indices), self.n_times, self.n_components
+        dtype = np.dtype(np.float64 if normalise is None else np.float32)
+        if (
+            (features.shape, features.dtype) != ((n, t, k), dtype)
+            or not features.flags.c_contiguous
+            or n > scratch.capacity
+        ):  # the kernel does not check bounds: a wrong shape would write past the arrays
+            raise ValueError(
+                f"generate_into: {n} samples need C-contiguous {dtype} features of shape {(n, t, k)} and a "
+                f"scratch of at least {n} samples; got {features.dtype} features of shape {features.shape} "
+                f"(C-contiguous: {features.flags.c_contiguous}) and a scratch of {scratch.capacity}"
+            )
         mean, scale = normalise if normalise is not None else (np.zeros((t, k)), np.ones((t, k)))
         extra = (min(n, 8 * numba.get_num_threads()),) if parallel else ()
         kernel = kinetics.generate_parallel if parallel else kinetics.generate_serial
@@ -191,11 +220,32 @@ class KineticsDataset:
             np.ascontiguousarray(mean, dtype=np.float64).reshape(t, k),
             np.ascontiguousarray(scale, dtype=np.float64).reshape(t, k),
         )
-        outs = (out.features, out.labels, out.kinetic, out.amplitudes, out.spectra, out.concentrations)
-        kernel(spec, indices, outs, *extra)
+        labels, kinetic = scratch.labels[:n], scratch.kinetic[:n]
+        conc = scratch.concentrations[:n] if len(scratch.concentrations) else scratch.concentrations
+        kernel(
+            spec,
+            indices,
+            (features, labels, kinetic, scratch.amplitudes[:n], scratch.spectra[:n], conc),
+            *extra,
+        )
         if self.label is Label.relative:  # C^T U_k / (E0 + S0): concentrations relative to the total
-            out.labels /= (out.kinetic[:, 3] + out.kinetic[:, 4])[:, None]
-        return out
+            labels /= (kinetic[:, 3] + kinetic[:, 4])[:, None]
+        return labels
+
+
+class Scratch:
+    """What a generation call fills besides the features, for up to `capacity` samples: the labels
+    (float64, before any cast), kinetic parameters, amplitudes, spectra and, with concentrations=True,
+    the (capacity, T, 4) trajectories (else none). A feed reuses one call after call
+    (KineticsDataset.generate_into), so generating a chunk allocates nothing per sample."""
+
+    def __init__(self, ds: KineticsDataset, capacity: int, concentrations: bool = False):
+        self.capacity = capacity
+        self.labels = np.empty((capacity, ds.n_labels))
+        self.kinetic = np.empty((capacity, kinetics.N_KINETIC))
+        self.amplitudes = np.empty((capacity, kinetics.N_SPECIES))
+        self.spectra = np.empty((capacity, ds.n_wavelengths, kinetics.N_SPECIES))
+        self.concentrations = np.empty((capacity if concentrations else 0, ds.n_times, kinetics.N_SPECIES))
 
 
 def compile_kernels(cfg: Any) -> None:

@@ -18,7 +18,7 @@ Per sample the kernel
    (= U_j sigma_j) and label row j = P^T L W_j (= C^T U_j).
 
 A serial, GIL-free kernel serves tf.data's own worker threads; the parallel
-kernel runs it on contiguous chunks over all cores for bulk work. Step 1 lives in
+kernel, GIL-free too, runs it on contiguous chunks over all cores for bulk work. Step 1 lives in
 bionn.data.draws, step 3 in bionn.data.svd; this module integrates and drives them.
 """
 
@@ -213,9 +213,11 @@ def _draw_all(seed, stream, indices, bounds, dt, out_kinetic, out_amplitudes, ou
     return steps
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def generate_parallel(spec, indices, outs, n_chunks):
-    """generate_serial on all cores: `n_chunks` contiguous chunks of samples, one task each."""
+    """generate_serial on all cores: `n_chunks` contiguous chunks of samples, one task each. A producer
+    thread generates the next chunk while the main thread's Python feeds the device: Numba's parallel
+    region releases the GIL by itself, nogil=True releases it for the whole call."""
     n = indices.shape[0]
     for c in prange(n_chunks):
         lo = c * n // n_chunks

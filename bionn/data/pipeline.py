@@ -12,6 +12,8 @@ The number of batches is known, so Keras shows steps.
 Which epoch the training split serves is read from an `EpochClock` that a Keras
 callback sets at the start of every epoch; a resumed run therefore feeds exactly
 the order (and, with fresh training data, the samples) it would have fed.
+`fill` takes the epoch as an argument instead: a loop that steps a chunk of batches
+per call (bionn.data.producer) writes them straight into its own buffers.
 
 Multi-worker training gives each worker a `ReplicaShard`: the element stream
 of its replicas only (batch b, replica r: the r-th of `total` equal slices of
@@ -28,11 +30,13 @@ import numpy as np
 
 from bionn.clock import EpochClock
 from bionn.config.dataset import check_batch_split
-from bionn.data.dataset import KineticsDataset, aligned_empty
+from bionn.data.dataset import KineticsDataset, Scratch, aligned_empty
 from bionn.data.stats import STD_EPSILON, Statistics
 
 # Samples generated per Python call: the call overhead into Python (tf.numpy_function: ~0.5 ms)
-# is amortised over this many samples, and the compiled kernel runs on all cores.
+# is amortised over this many samples, and the compiled kernel runs on all cores. Bigger was not faster,
+# with the kernel releasing the GIL: TR's tf.data feed on 2 loaded cores ran at 0.71x/0.88x this rate
+# with 4,096 and 0.51x/0.97x with 8,192 (scripts/bench_pipeline.py --feeds, two runs, 2026-12-04).
 CHUNK_SAMPLES = 2048
 
 
@@ -66,7 +70,8 @@ class BatchSource:
     """Python side of one split's pipeline: positions of the epoch order -> float32 arrays, and its plan:
     `n_batches` batches (the last possibly partial), of which the first `n_chunks * per_chunk` come
     `per_chunk` at a time (`chunk`), the rest one by one (`batch`); each of `shard.count` elements per
-    batch, `per_replica` samples in a full batch. Made by `batch_source`."""
+    batch, `per_replica` samples in a full batch. `fill` writes whole batches into the caller's arrays
+    instead (bionn.data.producer). Made by `batch_source`."""
 
     def __init__(self, ds, split, stats, clock, batch_size, shard=WHOLE):
         self.ds, self.split, self.stats, self.clock = ds, split, stats, clock
@@ -81,6 +86,7 @@ class BatchSource:
         self._lock = threading.Lock()
         self._order_epoch = -1
         self._order = None
+        self._scratch = threading.local()
 
     def order(self, epoch: int) -> np.ndarray:
         with self._lock:
@@ -97,13 +103,47 @@ class BatchSource:
         """Normalised features and labels of the given positions of this epoch's order."""
         epoch = self.clock.epoch if self.split == "train" else 0
         indices = self.order(epoch)[positions[positions < self.split_size]]
-        generated = self.ds.generate(
-            indices, self.ds.stream(self.split, epoch), concentrations=False, normalise=self.feature_norm
-        )
-        features = generated.features.reshape(len(indices), *self.ds.feature_shape)
+        features = aligned_empty((len(indices), *self.ds.feature_shape), np.float32)
         labels = aligned_empty((len(indices), self.ds.n_labels), np.float32)
-        labels[...] = generated.labels  # original scale (label scaling lives in the model)
+        self._generate(epoch, indices, features, labels)
         return features, labels
+
+    def fill(
+        self, epoch: int, first_batch: int, n_batches: int, features: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """Write whole batches first_batch .. first_batch + n_batches - 1 of an epoch (the training split's
+        order and samples; other splits' are those of epoch 0) into features[:n_batches] (n, batch_size,
+        *feature_shape) and labels[:n_batches] (n, batch_size, n_labels), float32, in place: the same
+        numbers `batch` gives. The last, partial batch (split_size % batch_size samples) is filled alone,
+        into features[0, :remainder]. The rows written must be one C-contiguous block."""
+        epoch = epoch if self.split == "train" else 0
+        lo = first_batch * self.batch_size
+        count = min(self.split_size, lo + n_batches * self.batch_size) - lo
+        in_split = self.shard == WHOLE and 0 <= first_batch and 1 <= n_batches <= self.n_batches - first_batch
+        if not in_split or (n_batches > 1 and count < n_batches * self.batch_size):
+            raise ValueError(
+                f"fill: batches {first_batch}..{first_batch + n_batches - 1} of the {self.split} split, "
+                f"which has {self.n_batches} (batches of {self.batch_size}; a partial last batch is filled "
+                "alone; whole batches only, no ReplicaShard)"
+            )
+        out_f, out_l = features[:n_batches, : count // n_batches], labels[:n_batches, : count // n_batches]
+        if not (out_f.flags.c_contiguous and out_l.flags.c_contiguous):  # else reshape would copy them
+            raise ValueError(
+                f"fill: rows of {features.shape} and {labels.shape} that are not one C-contiguous block"
+            )
+        indices = self.order(epoch)[lo : lo + count]
+        self._generate(epoch, indices, out_f, out_l.reshape(count, self.ds.n_labels))
+
+    def _generate(self, epoch: int, indices: np.ndarray, features: np.ndarray, labels: np.ndarray) -> None:
+        """Features and labels of `indices` in this split's samples of an epoch, written in place; each
+        thread (tf.data's, a producer's) reuses its own scratch."""
+        scratch = getattr(self._scratch, "arrays", None)
+        if scratch is None or scratch.capacity < len(indices):
+            scratch = self._scratch.arrays = Scratch(self.ds, len(indices))
+        stream = self.ds.stream(self.split, epoch)
+        flat = features.reshape(len(indices), *self.ds.feature_shape[:2])
+        # original scale (label scaling lives in the model)
+        labels[...] = self.ds.generate_into(indices, flat, scratch, stream, normalise=self.feature_norm)
 
     def batch(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Element e: batch e // count, the shard's replica e % count (the whole batch without a shard)."""
