@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# TR on Keras' JAX backend on a machine with JAX and no TensorFlow, no Keras and no network (the GPU
-# machine of ../shared/DEVICE_NOTES.md): bionn runs from this tree, with the few small wheels it lacks.
+# TR on Keras' JAX backend on a machine with JAX and no TensorFlow, no Keras and no network (the project's
+# GPU machine: Python 3.12, JAX with CUDA; docs/testing.md): bionn runs from this tree, with the few
+# small wheels it lacks.
 #
 #   scripts/gpu_jax.sh prepare   here, with network: the wheels into .whl/ (Python 3.12, manylinux),
 #                                at the versions of requirements.lock; prints what the tree and wheels weigh
@@ -164,5 +165,5 @@ case ${1:-} in
     prepare) prepare ;;
     imports) imports ;;
     run) shift; run_there "$@" ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
