@@ -80,6 +80,16 @@ def options() -> dict[str, list[str]]:
     return found
 
 
+def standardised(ds, n: int):
+    """The first n samples of ds, features (n, *feature_shape) and labels standardised, float32."""
+    import numpy as np
+
+    samples = ds.generate(np.arange(n), concentrations=False)
+    x = (samples.features - samples.features.mean(0)) / (samples.features.std(0) + 1e-7)
+    y = (samples.labels - samples.labels.mean(0)) / samples.labels.std(0)
+    return x.reshape(n, *ds.feature_shape).astype("float32"), y.astype("float32")
+
+
 def build(cfg, ds, steps_per_epoch: int):
     import keras
 
@@ -96,7 +106,6 @@ def build(cfg, ds, steps_per_epoch: int):
 
 def speed_options(args) -> dict:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from bionn.data.dataset import KineticsDataset
@@ -109,12 +118,8 @@ def speed_options(args) -> dict:
         model_override = f"experiment={model_name}" if model_name == "TR" else f"model={model_name}"
         variants = {name: compose([model_override, *base, *extra]) for name, extra in options().items()}
         ds = KineticsDataset(variants["float32"].dataset)
-        samples = ds.generate(np.arange(n), concentrations=False)
-        x = ((samples.features - samples.features.mean(0)) / (samples.features.std(0) + 1e-7)).astype(
-            "float32"
-        )
-        y = ((samples.labels - samples.labels.mean(0)) / samples.labels.std(0)).astype("float32")
-        data = tf.data.Dataset.from_tensor_slices((x[..., None], y)).batch(batch).cache()
+        x, y = standardised(ds, n)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
         models = {}
         for name, cfg in variants.items():
             models[name] = build(cfg, ds, n // batch)
@@ -309,7 +314,6 @@ def ceilings(args) -> dict:
     """In this process, on Keras' backend: TR's training samples/s from NumPy batches in memory and
     from batches resident on the device (the same model, loss, optimizer and batches)."""
     import keras
-    import numpy as np
 
     from bionn.data.dataset import KineticsDataset
 
@@ -318,10 +322,7 @@ def ceilings(args) -> dict:
     batch = int(cfg.dataset.shape.batch_size)
     ds = KineticsDataset(cfg.dataset)
     n = args.ceiling_batches * batch
-    samples = ds.generate(np.arange(n), concentrations=False)
-    x = ((samples.features - samples.features.mean(0)) / (samples.features.std(0) + 1e-7)).astype("float32")
-    x = x.reshape(n, *ds.feature_shape)
-    y = ((samples.labels - samples.labels.mean(0)) / samples.labels.std(0)).astype("float32")
+    x, y = standardised(ds, n)
     model = bare_model(cfg, ds, args.ceiling_batches)
     in_memory = timed(
         lambda: model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0), args.rounds
