@@ -16,6 +16,20 @@ One run, three parts (the last line of output is one JSON object):
    to float32 (tolerance ACC_TOLERANCE).
 3. `input`: model E fed by the on-the-fly pipeline against the same batches from
    memory (`input_bound_ratio`; 1.0 means generating the data costs nothing).
+4. `backends`: per Keras backend (tensorflow, jax), each in its own processes:
+   - `end_to_end`: `train.py experiment=TR runtime.backend=<b>` with its on-the-fly data
+     (16 epochs of 50,000 fresh samples: 800k samples, batch 512; `--backend-epochs` for a
+     quick check) in a temporary run folder; `samples_per_s` is final_results.json's
+     `train_samples_per_s` (training samples over the fit's seconds, validation included)
+     and `r2_mean` its test r2_mean;
+   - the ceilings of the same model, loss and optimizer: `in_memory_samples_per_s` from
+     NumPy batches already in memory (`model.fit`), `resident_samples_per_s` from batches
+     resident on the device (JAX: one jitted `lax.scan` over `device_put` batches with
+     Keras' stateless step; TensorFlow: `model.fit` of a cached `tf.data.Dataset` with
+     `steps_per_execution` = the batches, one `tf.while_loop`);
+   - `jax_to_tensorflow_end_to_end`, `r2_mean_difference` and the issue's targets as
+     `meets_speed_target` (>= 2x) and `meets_r2_target` (<= 0.01); nothing fails on them.
+   A backend whose run fails reports its `error` instead.
 """
 
 from __future__ import annotations
@@ -25,9 +39,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +53,8 @@ SAMPLES = {"A": 1_280, "E": 1_280, "P": 2_560, "P2": 256, "TR": 10_240}
 ACC_TRAIN_SAMPLES = 40_000
 ACC_EPOCHS = 5
 ACC_TOLERANCE = 0.01
+BACKENDS = ("tensorflow", "jax")
+SPEED_TARGET, R2_TARGET = 2.0, 0.01  # issue 31: jax >= 2x tensorflow end to end, r2_mean within 0.01
 
 
 def compose(overrides: list[str]):
@@ -62,6 +80,16 @@ def options() -> dict[str, list[str]]:
     return found
 
 
+def standardised(ds, n: int):
+    """The first n samples of ds, features (n, *feature_shape) and labels standardised, float32."""
+    import numpy as np
+
+    samples = ds.generate(np.arange(n), concentrations=False)
+    x = (samples.features - samples.features.mean(0)) / (samples.features.std(0) + 1e-7)
+    y = (samples.labels - samples.labels.mean(0)) / samples.labels.std(0)
+    return x.reshape(n, *ds.feature_shape).astype("float32"), y.astype("float32")
+
+
 def build(cfg, ds, steps_per_epoch: int):
     import keras
 
@@ -78,7 +106,6 @@ def build(cfg, ds, steps_per_epoch: int):
 
 def speed_options(args) -> dict:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from bionn.data.dataset import KineticsDataset
@@ -91,12 +118,8 @@ def speed_options(args) -> dict:
         model_override = f"experiment={model_name}" if model_name == "TR" else f"model={model_name}"
         variants = {name: compose([model_override, *base, *extra]) for name, extra in options().items()}
         ds = KineticsDataset(variants["float32"].dataset)
-        samples = ds.generate(np.arange(n), concentrations=False)
-        x = ((samples.features - samples.features.mean(0)) / (samples.features.std(0) + 1e-7)).astype(
-            "float32"
-        )
-        y = ((samples.labels - samples.labels.mean(0)) / samples.labels.std(0)).astype("float32")
-        data = tf.data.Dataset.from_tensor_slices((x[..., None], y)).batch(batch).cache()
+        x, y = standardised(ds, n)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
         models = {}
         for name, cfg in variants.items():
             models[name] = build(cfg, ds, n // batch)
@@ -218,6 +241,185 @@ def input_cost(args) -> dict:
     }
 
 
+def bare_model(cfg, ds, steps: int, steps_per_execution: int = 1):
+    """TR's model, loss and optimizer (learning-rate schedule included) compiled without metrics: the
+    ceilings time the training step alone."""
+    import keras
+    from omegaconf import OmegaConf
+
+    from bionn.nn.model import build_model, check_compile
+    from bionn.nn.optim import apply_precision, learning_rate
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    apply_precision(cfg.training)
+    model = build_model(cfg.model, ds.feature_shape, ds.n_labels)
+    rate, _ = learning_rate(cfg.training, steps)
+    compile_cfg = OmegaConf.merge(cfg.training.compile, {"metrics": []})
+    optimizer, loss, _ = check_compile(compile_cfg, rate)
+    model.compile(optimizer=optimizer, loss=loss, steps_per_execution=steps_per_execution)
+    return model
+
+
+def timed(run, rounds: int) -> float:
+    """The median seconds of `rounds` calls of run() after one untimed call (tracing, warm-up)."""
+    run()
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def resident_scan(model, x, y, batch: int):
+    """JAX: a function that trains one pass over (x, y) put on the device once, as one jitted
+    `lax.scan` of Keras' stateless training step (STACK_NOTES' custom-loop pattern)."""
+    import jax
+    import keras
+
+    loss_fn = model.loss
+    model.optimizer.build(model.trainable_variables)
+    xs = jax.device_put(x.reshape(-1, batch, *x.shape[1:]))
+    ys = jax.device_put(y.reshape(-1, batch, *y.shape[1:]))
+
+    def loss_of(trainable, non_trainable, xb, yb):
+        predicted, non_trainable = model.stateless_call(trainable, non_trainable, xb, training=True)
+        return keras.ops.mean(loss_fn(yb, predicted)), non_trainable
+
+    gradient = jax.value_and_grad(loss_of, has_aux=True)
+
+    def step(state, data):
+        trainable, non_trainable, optimizer_vars = state
+        (loss, non_trainable), grads = gradient(trainable, non_trainable, *data)
+        trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        return (trainable, non_trainable, optimizer_vars), loss
+
+    scan = jax.jit(lambda state: jax.lax.scan(step, state, (xs, ys)))
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+    )
+
+    def run():
+        nonlocal state
+        state, losses = scan(state)
+        losses.block_until_ready()
+
+    return run
+
+
+def ceilings(args) -> dict:
+    """In this process, on Keras' backend: TR's training samples/s from NumPy batches in memory and
+    from batches resident on the device (the same model, loss, optimizer and batches)."""
+    import keras
+
+    from bionn.data.dataset import KineticsDataset
+
+    backend = keras.backend.backend()
+    cfg = compose(["experiment=TR", *args.ceiling_overrides])
+    batch = int(cfg.dataset.shape.batch_size)
+    ds = KineticsDataset(cfg.dataset)
+    n = args.ceiling_batches * batch
+    x, y = standardised(ds, n)
+    model = bare_model(cfg, ds, args.ceiling_batches)
+    in_memory = timed(
+        lambda: model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0), args.rounds
+    )
+    if backend == "jax":
+        resident = timed(resident_scan(bare_model(cfg, ds, args.ceiling_batches), x, y, batch), args.rounds)
+    else:
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+        whole = bare_model(cfg, ds, args.ceiling_batches, steps_per_execution=args.ceiling_batches)
+        resident = timed(lambda: whole.fit(data, epochs=1, shuffle=False, verbose=0), args.rounds)
+    return {
+        "backend": backend,
+        "batch_size": batch,
+        "precision": str(cfg.training.precision),
+        "ceiling_samples": n,
+        "in_memory_samples_per_s": round(n / in_memory, 1),
+        "resident_samples_per_s": round(n / resident, 1),
+        "devices": [str(d) for d in keras.distribution.list_devices()],
+        "versions": {"keras": keras.__version__, backend: version(backend)},
+    }
+
+
+def run_json(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[dict | None, str]:
+    """The last stdout line of `command` as JSON (None if it failed) and its output's tail."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    tail = (done.stdout + done.stderr)[-1500:]
+    if done.returncode != 0:
+        return None, tail
+    return json.loads(done.stdout.strip().splitlines()[-1]), tail
+
+
+def end_to_end(backend: str, args, backend_key: bool) -> dict:
+    """`train.py experiment=TR runtime.backend=<backend>` in a temporary run folder: its training
+    samples/s (final_results.json) and test r2_mean; `error` when it fails."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    overrides = ["experiment=TR", *([f"runtime.backend={backend}"] if backend_key else [])]
+    if args.backend_epochs:
+        overrides.append(f"training.epochs={args.backend_epochs}")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "train.py", *overrides, *args.train_overrides, f"hydra.run.dir={run_dir}"]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        final_path = run_dir / "final_results.json"
+        if done.returncode != 0 or not final_path.exists():
+            return {"error": (done.stdout + done.stderr)[-1500:], "command": " ".join(command[1:])}
+        final = json.loads(final_path.read_text())
+    return {
+        "samples_per_s": final["train_samples_per_s"],
+        "train_samples": final["train_samples"],
+        "fit_s": final["training_time_s"],
+        "epochs": final["epochs_completed"],
+        "r2_mean": round(final["evaluation"]["test"]["r2_mean"], 4),
+        "command_s": round(wall, 1),
+        "command": " ".join(command[1:]),
+    }
+
+
+def per_backend(args) -> dict:
+    """Part 4: each backend's end-to-end run and ceilings, each in its own processes, then the ratio."""
+    # Until runtime.backend exists, KERAS_BACKEND alone picks the backend.
+    shipped = compose(["experiment=TR"])
+    backend_key = "backend" in shipped.runtime
+    out: dict = {}
+    for backend in args.backends:
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        worker = [sys.executable, __file__, "--ceilings", "--rounds", str(args.rounds)]
+        worker += [
+            "--ceiling-batches",
+            str(args.ceiling_batches),
+            "--ceiling-overrides",
+            *args.ceiling_overrides,
+        ]
+        found, tail = run_json(worker, env)
+        out[backend] = {"end_to_end": end_to_end(backend, args, backend_key), **(found or {"error": tail})}
+        print(backend, out[backend], file=sys.stderr, flush=True)
+    speeds = {b: out.get(b, {}).get("end_to_end", {}).get("samples_per_s") for b in BACKENDS}
+    r2 = {b: out.get(b, {}).get("end_to_end", {}).get("r2_mean") for b in BACKENDS}
+    ratio = round(speeds["jax"] / speeds["tensorflow"], 3) if all(speeds.values()) else None
+    difference = round(abs(r2["jax"] - r2["tensorflow"]), 4) if None not in r2.values() else None
+    out.update(
+        {
+            "model": "TR",
+            "epochs": args.backend_epochs or int(shipped.training.epochs),
+            "train_overrides": args.train_overrides,
+            "jax_to_tensorflow_end_to_end": ratio,
+            "r2_mean_difference": difference,
+            "meets_speed_target": ratio is not None and ratio >= SPEED_TARGET,
+            "meets_r2_target": difference is not None and difference <= R2_TARGET,
+        }
+    )
+    return out
+
+
 def main() -> None:
     from bionn.machine import cpu_model
 
@@ -225,33 +427,62 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--rounds", type=int, default=3, help="timed fits per model and option")
+    parser.add_argument("--models", default=",".join(MODELS), help="part 1's models; empty skips it")
+    parser.add_argument("--rounds", type=int, default=3, help="timed fits per model and option (and ceiling)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the samples per timed fit")
     parser.add_argument("--acc-samples", type=int, default=ACC_TRAIN_SAMPLES)
     parser.add_argument("--input-steps", type=int, default=150, help="0 skips the input-cost part")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument(
+        "--backends", default=",".join(BACKENDS), help="part 4's backends (comma-separated); empty skips it"
+    )
+    parser.add_argument("--backend-epochs", type=int, default=0, help="end-to-end epochs (0: TR's 16)")
+    parser.add_argument(
+        "--train-overrides", nargs="*", default=[], help="more train.py overrides for the end-to-end runs"
+    )
+    parser.add_argument("--ceiling-batches", type=int, default=98, help="batches per timed ceiling pass")
+    parser.add_argument(
+        "--ceiling-overrides",
+        nargs="*",
+        default=[],
+        help="overrides of TR for the ceilings (batch, precision)",
+    )
+    parser.add_argument("--ceilings", action="store_true", help="only the ceilings, on $KERAS_BACKEND")
     args = parser.parse_args()
-
-    import keras
-    import tensorflow as tf
+    if args.ceilings:  # a worker of part 4: one Keras backend per process
+        print(json.dumps(ceilings(args)))
+        return
+    args.backends = [b for b in args.backends.split(",") if b]
 
     started, load_start = time.time(), os.getloadavg()
-    result = {"options": speed_options(args)}
+    result = {}
+    if args.models:
+        result["options"] = speed_options(args)
     if not args.skip_accuracy:
         result["accuracy"] = accuracy(args)
     if args.input_steps:
         result["input"] = input_cost(args)
+    if args.backends:
+        result["backends"] = per_backend(args)
     result.update(
         {
             "wall_time_s": round(time.time() - started, 1),
             "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
+            "tensorflow": installed("tensorflow"),
+            "keras": installed("keras"),
+            "jax": installed("jax"),
             "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         }
     )
     print(json.dumps(result))
+
+
+def installed(package: str) -> str | None:
+    """The package's installed version, None without it."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_bench_train_reports_each_option_per_model_and_the_precision_accuracy():
     result = last_json(
         "scripts/bench_train.py",
         *("--models", "P,TR", "--rounds", "1", "--scale", "0.05"),
-        *("--acc-samples", "1024", "--input-steps", "3"),
+        *("--acc-samples", "1024", "--input-steps", "3", "--backends", ""),
     )
     for model in ("P", "TR"):
         speeds = result["options"][model]["samples_per_s"]
@@ -51,6 +51,29 @@ def test_bench_train_reports_each_option_per_model_and_the_precision_accuracy():
     assert result["input"]["input_bound_ratio"] == pytest.approx(
         result["input"]["samples_per_s_in_memory"] / result["input"]["samples_per_s_streamed"], rel=0.01
     )
+
+
+def test_bench_train_reports_each_backend_end_to_end_against_its_ceilings_and_the_targets():
+    result = last_json(
+        "scripts/bench_train.py",
+        *("--models", "", "--skip-accuracy", "--input-steps", "0", "--backends", "tensorflow,jax"),
+        *("--backend-epochs", "1", "--ceiling-batches", "2", "--rounds", "1", "--train-overrides"),
+        *("dataset.shape.n_samples=7200", "training.use_stats_of=1024"),
+    )["backends"]
+    for backend in ("tensorflow", "jax"):
+        res = result[backend]
+        assert res["backend"] == backend and backend in res["versions"]
+        assert res["in_memory_samples_per_s"] > 0 and res["resident_samples_per_s"] > 0
+        run = res["end_to_end"]
+        assert run["epochs"] == 1 and run["train_samples"] == 6000  # the training split of 7,200 samples
+        assert run["samples_per_s"] == pytest.approx(run["train_samples"] / run["fit_s"], rel=0.01)
+        assert -1 < run["r2_mean"] <= 1 and f"runtime.backend={backend}" in run["command"]
+    speeds = [result[b]["end_to_end"]["samples_per_s"] for b in ("jax", "tensorflow")]
+    assert result["jax_to_tensorflow_end_to_end"] == pytest.approx(speeds[0] / speeds[1], rel=0.01)
+    r2 = [result[b]["end_to_end"]["r2_mean"] for b in ("jax", "tensorflow")]
+    assert result["r2_mean_difference"] == pytest.approx(abs(r2[0] - r2[1]), abs=1e-4)
+    assert result["meets_speed_target"] == (result["jax_to_tensorflow_end_to_end"] >= 2)
+    assert result["meets_r2_target"] == (result["r2_mean_difference"] <= 0.01)
 
 
 def test_bench_accuracy_reports_each_label_beside_ridge_ceiling_and_seed_models(tmp_path):

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 
+from bionn.config.dataset import split_sizes
 from bionn.run.artefacts import fmt, nan_to_inf, plot_history
 from bionn.run.training import Training
 from bionn.run_folder import FINAL, MODEL, PLOTS, Outcome, Status, remove_backup
@@ -33,12 +34,19 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     best = save_inference_models(folder, training.model)  # inference_{best,last}.keras
     plot_history(history, folder / PLOTS)
     val_losses = [v for v in history.get("val_loss", []) if math.isfinite(v)]
+    shape = training.cfg.dataset.shape
+    trained = (len(losses) - training.initial_epoch) * split_sizes(int(shape.n_samples), list(shape.splits))[
+        0
+    ]
     folder.write_json(
         FINAL,
         {
             "status": status.value,
             "epochs_completed": len(losses),
             "training_time_s": round(fit_time, 3),
+            # this attempt's training samples and their rate over training_time_s (validation included)
+            "train_samples": trained,
+            "train_samples_per_s": round(trained / fit_time, 1) if fit_time > 0 else None,
             "wall_time_s": round(time.time() - started, 3),
             "best_val_loss": min(val_losses) if val_losses else None,
             "best_epoch": best["best_epoch"],  # the weights of inference_best.keras
