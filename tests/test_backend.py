@@ -4,6 +4,7 @@ everything a run asks of a backend (bionn.backend.Backend)."""
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 
 from conftest import ROOT
@@ -30,17 +31,32 @@ def test_only_the_backend_package_imports_a_framework():
     }
     assert {path: names for path, names in outside.items() if names} == {}
     assert frameworks_imported(ROOT / "bionn" / "backend" / "tensorflow.py") == {"tensorflow"}
+    assert frameworks_imported(ROOT / "bionn" / "backend" / "jax.py") == {"jax"}
+    assert frameworks_imported(ROOT / "bionn" / "backend" / "jax_loop.py") == {"jax"}
 
 
-def test_the_current_backend_answers_every_question_of_the_interface():
+def test_every_backend_answers_every_question_of_the_interface():
     engine = backend.current()
     assert engine.__name__ == backend.BACKENDS["tensorflow"]
     wanted = [n for n, _ in inspect.getmembers(backend.Backend, inspect.isfunction) if not n.startswith("_")]
-    assert sorted(wanted) == ["devices", "enable_determinism", "feed", "gpu_capabilities", "make_strategy"]
-    for name in wanted:
-        protocol, implementation = (
-            inspect.signature(getattr(backend.Backend, name)),
-            inspect.signature(getattr(engine, name)),
-        )
-        assert list(implementation.parameters) == [p for p in protocol.parameters if p != "self"], name
+    assert sorted(wanted) == [
+        "devices",
+        "enable_determinism",
+        "evaluate",
+        "feed",
+        "fit",
+        "gpu_capabilities",
+        "make_strategy",
+    ]
+    for module in backend.BACKENDS.values():  # the jax module too: importable here, it starts nothing
+        implementation = importlib.import_module(module)
+        for name in wanted:
+            protocol, signature = (
+                inspect.signature(getattr(backend.Backend, name)),
+                inspect.signature(getattr(implementation, name)),
+            )
+            assert list(signature.parameters) == [p for p in protocol.parameters if p != "self"], (
+                module,
+                name,
+            )
     assert all(isinstance(d, str) for d in engine.devices()) and engine.devices()

@@ -38,7 +38,9 @@ def keep_tensorflow_out() -> None:
     from keras.src.utils import module_utils
 
     require_tested("keras")
-    if module_utils.tensorflow.module is None:  # not imported by anyone before this backend started
+    # Only where Keras runs on JAX (this module is also imported to be inspected) and TensorFlow was not
+    # already loaded through Keras before this backend started.
+    if keras.backend.backend() == "jax" and module_utils.tensorflow.module is None:
         module_utils.tensorflow._available = False
 
 
@@ -105,9 +107,9 @@ def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) 
     )
 
 
-def evaluate(model, source: BatchSource) -> dict[str, float]:
+def evaluate(model, feed: BatchSource) -> dict[str, float]:
     """Loss and metrics of one split, as model.evaluate(return_dict=True) names them."""
-    return jax_loop.evaluate(model, source)
+    return jax_loop.evaluate(model, feed)
 
 
 def enable_determinism() -> None:

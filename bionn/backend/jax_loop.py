@@ -206,4 +206,5 @@ def fit(model, train: BatchSource, validation: BatchSource, *, initial_epoch, ep
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
+    producer(model, train).close()  # its thread would fill the next epoch's first chunks
     callbacks.on_train_end(logs)

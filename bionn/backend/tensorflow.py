@@ -210,8 +210,8 @@ def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) 
     )
 
 
-def evaluate(model, dataset) -> dict[str, float]:
-    return model.evaluate(dataset, verbose=0, return_dict=True)
+def evaluate(model, feed) -> dict[str, float]:
+    return model.evaluate(feed, verbose=0, return_dict=True)
 
 
 def enable_determinism() -> None:
