@@ -27,12 +27,14 @@ cd "$ROOT"
 WHEELS=(keras namex optree packaging hydra-core omegaconf tqdm typing_extensions)
 SDIST=antlr4-python3-runtime # only an sdist on the index: built into a wheel here
 MACHINE_HAS="numpy numba llvmlite scipy h5py ml_dtypes absl-py rich PyYAML pandas matplotlib jax jaxlib"
-# Imported here only because they are installed (optional imports of Keras, JAX, pandas, omegaconf),
-# the TensorFlow side, or their own dependencies (matplotlib's, pandas', rich's, jax's: on the machine).
+# Imported here only because they are installed (optional imports of Keras, JAX, Numba, pandas,
+# omegaconf; keras.utils.set_random_seed imports TensorFlow when it can), or the machine's packages'
+# own dependencies (matplotlib's, pandas', rich's, jax's).
 OPTIONAL="requests urllib3 idna certifi charset-normalizer scikit-learn joblib threadpoolctl narwhals pyarrow
 attrs cloudpickle flatbuffers opt_einsum setuptools hydra-submitit-launcher bionn tensorflow tensorboard
 protobuf Pygments markdown-it-py mdurl cycler fonttools kiwisolver pillow pyparsing python-dateutil
-contourpy pytz tzdata six wrapt gast astunparse termcolor grpcio google-pasta tensorboard-data-server"
+contourpy pytz tzdata six wrapt gast astunparse termcolor grpcio google-pasta tensorboard-data-server
+cffi pycparser google-auth"
 
 pinned() { # name==version of each package as requirements.lock pins it
     local name
@@ -141,9 +143,9 @@ from pathlib import Path
 
 out = Path(sys.argv[1])
 final_path = out / "run" / "final_results.json"
-summary = {"command": f"python3 train.py {sys.argv[2]}", "finished": final_path.exists()}
-if final_path.exists():
-    final = json.loads(final_path.read_text())
+final = json.loads(final_path.read_text()) if final_path.exists() else {}
+summary = {"command": f"python3 train.py {sys.argv[2]}", "status": final.get("status"), "error": final.get("error")}
+if final.get("evaluation"):  # a finished training (a failed one has its error and no evaluation)
     summary.update(
         samples_per_s=final["train_samples_per_s"],
         train_samples=final["train_samples"],
