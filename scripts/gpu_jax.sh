@@ -27,14 +27,12 @@ cd "$ROOT"
 WHEELS=(keras namex optree packaging hydra-core omegaconf tqdm typing_extensions)
 SDIST=antlr4-python3-runtime # only an sdist on the index: built into a wheel here
 MACHINE_HAS="numpy numba llvmlite scipy h5py ml_dtypes absl-py rich PyYAML pandas matplotlib jax jaxlib"
-# Imported here only because they are installed (optional imports of Keras, JAX, Numba, pandas,
-# omegaconf; keras.utils.set_random_seed imports TensorFlow when it can), or the machine's packages'
-# own dependencies (matplotlib's, pandas', rich's, jax's).
+# Imported here only because they are installed: optional imports of Keras, JAX, Numba, pandas and
+# omegaconf, and the machine's packages' own dependencies (matplotlib's, pandas', rich's, jax's).
+# TensorFlow and tensorboard are not among them: `imports` names them if a jax run ever imports them.
 OPTIONAL="requests urllib3 idna certifi charset-normalizer scikit-learn joblib threadpoolctl narwhals pyarrow
-attrs cloudpickle flatbuffers opt_einsum setuptools hydra-submitit-launcher bionn tensorflow tensorboard
-protobuf Pygments markdown-it-py mdurl cycler fonttools kiwisolver pillow pyparsing python-dateutil
-contourpy pytz tzdata six wrapt gast astunparse termcolor grpcio google-pasta tensorboard-data-server
-cffi pycparser google-auth"
+attrs cloudpickle flatbuffers opt_einsum setuptools hydra-submitit-launcher bionn Pygments markdown-it-py
+mdurl cycler fonttools kiwisolver pillow pyparsing python-dateutil contourpy pytz tzdata six cffi pycparser"
 
 pinned() { # name==version of each package as requirements.lock pins it
     local name

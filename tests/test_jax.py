@@ -1,6 +1,6 @@
 """runtime.backend=jax through train.py: a training killed and resumed ends bit-equal to an uninterrupted
 one; a local sweep and the smoke search run; and no process of them imports TensorFlow (an import hook
-in every child process fails any `import tensorflow`)."""
+in every child process fails any `import tensorflow`, and with logger=csv any `import tensorboard`)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ import sys
 
 
 class NoTensorFlow:
-    """Fail every import of TensorFlow in this process (tests/test_jax.py); not as an ImportError, which
+    """Fail every import of TensorFlow (and of tensorboard, which a run logging to CSV does not need: the
+    GPU machine has neither) in this process (tests/test_jax.py); not as an ImportError, which
     a library probing for TensorFlow would take as its absence: the attempt itself fails the run."""
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "tensorflow":
+        if name.split(".")[0] in ("tensorflow", "tensorboard"):  # tensorboard too: these runs log to CSV
             raise RuntimeError(f"{name} imported under runtime.backend=jax")
 
 

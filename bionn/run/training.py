@@ -203,16 +203,20 @@ def _callbacks(
 
     from bionn.nn.callbacks import EpochClockCallback, PeriodicResults, ProgressLog
     from bionn.nn.inference import BestWeights
-    from bionn.nn.tensorboard import tensorboard_callback
 
     verbosity = verbosity_of(cfg.training.verbose)
-    tensorboard = chief and logger(cfg, "tensorboard") is not None
+    tensorboard = []
+    if chief and logger(cfg, "tensorboard") is not None:
+        # imported only then: the tensorboard package need not be installed (the GPU machine lacks it)
+        from bionn.nn.tensorboard import tensorboard_callback
+
+        tensorboard = [tensorboard_callback(folder / TENSORBOARD)]
     return [
         EpochClockCallback(clock),
         *([history] if chief else []),
         PeriodicResults(cfg.training.save_interval, folder, evaluation, write=chief),
         keras.callbacks.TerminateOnNaN(),
-        *([tensorboard_callback(folder / TENSORBOARD)] if tensorboard else []),
+        *tensorboard,
         *([early] if early else []),
         *([ProgressLog(within_epoch=verbosity == Verbosity.epoch)] if verbosity != Verbosity.silent else []),
         *extra,  # reduce-on-plateau; a search's pruning: before the commit, so a pruned epoch is committed
