@@ -16,7 +16,7 @@
 #
 # run writes everything to $OUT as it goes (gpu_jax.log, environment.json, ceilings.json, train.log,
 # run/*.json, summary.json), so a time-out still leaves what was done. Environment: PYTHON (python3),
-# OUT (outputs/gpu_jax), PROBE_TIMEOUT_S (150), TRAIN_TIMEOUT_S (420). Described in BENCHMARKS.md and
+# OUT (outputs/gpu_jax), PROBE_TIMEOUT_S (120), TRAIN_TIMEOUT_S (300). Described in BENCHMARKS.md and
 # docs/testing.md ("The GPU machine").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,7 +122,7 @@ print(json.dumps({"python": platform.python_version(), "jax": jax.__version__, "
     overrides+=("${extra[@]}")
 
     echo "$(date -u +%FT%TZ) resident ceiling: batch $probe_batch, $probe_batches batches"
-    timeout "${PROBE_TIMEOUT_S:-150}" "$python" scripts/bench_train.py --ceilings --rounds 3 \
+    timeout "${PROBE_TIMEOUT_S:-120}" "$python" scripts/bench_train.py --ceilings --rounds 3 \
         --ceiling-batches "$probe_batches" --ceiling-overrides "dataset.shape.batch_size=$probe_batch" \
         ${precision:+"training.precision=$precision"} | tail -1 | tee "$OUT/ceilings.json" ||
         echo "the ceiling probe failed or timed out"
@@ -130,7 +130,7 @@ print(json.dumps({"python": platform.python_version(), "jax": jax.__version__, "
     echo "$(date -u +%FT%TZ) train.py ${overrides[*]}"
     local run=/tmp/gpu_jax_run status=0
     rm -rf "$run"
-    timeout "${TRAIN_TIMEOUT_S:-420}" "$python" train.py "${overrides[@]}" "hydra.run.dir=$run" \
+    timeout "${TRAIN_TIMEOUT_S:-300}" "$python" train.py "${overrides[@]}" "hydra.run.dir=$run" \
         2>&1 | tee "$OUT/train.log" || status=$?
     mkdir -p "$OUT/run"  # the records, not the models (4 x 15 MB)
     cp "$run"/{final_results,info,attempts,error}.json "$run/history.csv" "$OUT/run/" 2>/dev/null || true
