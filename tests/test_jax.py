@@ -119,13 +119,18 @@ def test_a_killed_jax_run_resumes_bit_equal_without_tensorflow(tmp_path, jax_env
 def test_a_local_sweep_and_the_smoke_search_run_on_jax(tmp_path, jax_env):
     cache = tmp_path / "cache"
     sweep = tmp_path / "sweep"
+    # Both jobs in this one process (Hydra's own launcher), each on two XLA host devices (DataParallel).
     grid = train(
-        "-m", *SMALL_TR, "training.epochs=1", "runtime.seed=1,2", f"hydra.sweep.dir={sweep}",
-        env=jax_env, cache=cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        "-m", *SMALL_TR, "training.epochs=1", "runtime.seed=1,2", "runtime.cpu_replicas=2",
+        f"hydra.sweep.dir={sweep}", env=jax_env, cache=cache, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     out, _ = grid.communicate(timeout=900)
     assert grid.returncode == 0, out[-3000:]
     assert [RunFolder(sweep / j).final()["status"] for j in ("0", "1")] == ["completed", "completed"]
+    for job in ("0", "1"):
+        info = json.loads((sweep / job / "info.json").read_text())
+        assert info["replicas"] == 2 and [d.split()[0] for d in info["devices"]] == ["cpu:0", "cpu:1"]
 
     search = tmp_path / "search"
     cmd = ["-m", "hparams_search=smoke", "hydra/launcher=local", "runtime.backend=jax", "logger=csv"]
