@@ -120,13 +120,18 @@ def test_a_killed_jax_run_resumes_bit_equal_without_tensorflow(tmp_path, jax_env
 def test_a_local_sweep_and_the_smoke_search_run_on_jax(tmp_path, jax_env):
     cache = tmp_path / "cache"
     sweep = tmp_path / "sweep"
+    # Both jobs in this one process (Hydra's own launcher), each on two XLA host devices (DataParallel).
     grid = train(
-        "-m", *SMALL_TR, "training.epochs=1", "runtime.seed=1,2", f"hydra.sweep.dir={sweep}",
-        env=jax_env, cache=cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        "-m", *SMALL_TR, "training.epochs=1", "runtime.seed=1,2", "runtime.cpu_replicas=2",
+        f"hydra.sweep.dir={sweep}", env=jax_env, cache=cache, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     out, _ = grid.communicate(timeout=900)
     assert grid.returncode == 0, out[-3000:]
     assert [RunFolder(sweep / j).final()["status"] for j in ("0", "1")] == ["completed", "completed"]
+    for job in ("0", "1"):
+        info = json.loads((sweep / job / "info.json").read_text())
+        assert info["replicas"] == 2 and [d.split()[0] for d in info["devices"]] == ["cpu:0", "cpu:1"]
 
     search = tmp_path / "search"
     cmd = ["-m", "hparams_search=smoke", "hydra/launcher=local", "runtime.backend=jax", "logger=csv"]
@@ -137,3 +142,47 @@ def test_a_local_sweep_and_the_smoke_search_run_on_jax(tmp_path, jax_env):
     summary = read_search(search)
     assert len(summary.trials) == 2 and all(t.state in ("complete", "pruned") for t in summary.trials)
     assert f"Best: trial {summary.best.number}" in out
+
+
+KEPT_EVALUATION = """
+import json, os, sys
+from bionn.backend import select
+select("jax", 1)
+import numpy as np
+from bionn import backend
+from bionn.clock import EpochClock
+from bionn.config.compose import compose_run
+from bionn.data.dataset import KineticsDataset
+from bionn.data.stats import compute_statistics
+from bionn.nn.model import build_model
+from bionn.nn.optim import compile_for_training
+
+# 24,000 training samples in batches of 512: 5 chunks of 10 batches and one of the last, partial batch,
+# more chunks than the producer has slots, so slots are refilled while the kept copies are made
+cfg = compose_run("model=TR", "dataset=dmedium", "debug=quick", "dataset.shape.n_samples=30000",
+                  "dataset.shape.batch_size=512")
+ds = KineticsDataset(cfg.dataset)
+stats = compute_statistics(ds, 256)
+engine = backend.current()
+strategy, worker = engine.make_strategy(1)
+scaling = (stats.label_mean, stats.label_std + 1e-6)
+model = build_model(cfg.model, ds.feature_shape, ds.n_labels, scaling)
+compile_for_training(model, cfg.training, 10, scaling)
+kept, generated = (
+    engine.feed(strategy, worker, ds, "train", stats, EpochClock(), fixed=f) for f in (True, False)
+)
+passes = [engine.evaluate(model, feed) for feed in (kept, kept, kept, generated)]
+print(json.dumps({"passes": passes, "kept_chunks": len(kept.kept), "generated_kept": len(generated.kept)}))
+"""
+
+
+def test_a_kept_evaluation_feed_gives_every_pass_what_generating_it_gives(tmp_path, jax_env):
+    done = subprocess.run(
+        [sys.executable, "-c", KEPT_EVALUATION], cwd=tmp_path, env=jax_env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["kept_chunks"] == 6 and result["generated_kept"] == 0
+    first, *others = result["passes"]
+    assert all(other == first for other in others), result["passes"]

@@ -69,8 +69,11 @@ class Backend(Protocol):
         split: str,
         stats: Statistics,
         clock: EpochClock,
+        fixed: bool = False,
     ) -> Any:
-        """One split's normalised batches in the form `model.fit`/`evaluate` take on this backend."""
+        """One split's normalised batches in the form this backend's fit/evaluate take. `fixed`: the
+        feed serves the same batches every pass (an evaluation's): a backend may keep them after the
+        first pass, up to bionn.data.pipeline.KEEP_BYTES."""
 
     def fit(
         self,

@@ -19,7 +19,7 @@ from bionn.backend import jax_loop
 from bionn.clock import EpochClock
 from bionn.config.errors import ConfigError
 from bionn.data.dataset import KineticsDataset
-from bionn.data.pipeline import BatchSource, batch_source
+from bionn.data.pipeline import batch_source
 from bionn.data.stats import Statistics
 from bionn.pins import require_tested
 from bionn.slurm import Worker, step_tasks
@@ -89,9 +89,12 @@ def feed(
     split: str,
     stats: Statistics,
     clock: EpochClock,
-) -> BatchSource:
-    """One split's batch source: the loop generates it chunk by chunk (bionn.backend.jax_loop)."""
-    return batch_source(ds, split, stats, clock)
+    fixed: bool = False,
+) -> jax_loop.Feed:
+    """One split's batch source, generated chunk by chunk by the loop (bionn.backend.jax_loop); a fixed
+    one small enough (bionn.data.pipeline.KEEP_BYTES) stays on the device after its first pass."""
+    source = batch_source(ds, split, stats, clock)
+    return jax_loop.Feed(source, keep=fixed and source.keepable())
 
 
 def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) -> None:
@@ -107,7 +110,7 @@ def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) 
     )
 
 
-def evaluate(model, feed: BatchSource) -> dict[str, float]:
+def evaluate(model, feed: jax_loop.Feed) -> dict[str, float]:
     """Loss and metrics of one split, as model.evaluate(return_dict=True) names them."""
     return jax_loop.evaluate(model, feed)
 

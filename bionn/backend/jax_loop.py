@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import jax
 import keras
@@ -27,6 +28,16 @@ from bionn.pins import require_tested
 # Chunks in the producer's ring: one being filled, one on its way to the device, one being trained on,
 # and one spare so the producer never waits for the device to finish.
 SLOTS = 4
+
+
+@dataclass(eq=False)
+class Feed:
+    """One split's batches: its source, and whether they are kept on the device after a first pass (a
+    fixed split, small enough: `kept` then holds every chunk's device arrays, in order)."""
+
+    source: BatchSource
+    keep: bool = False
+    kept: list[tuple] = field(default_factory=list, repr=False)
 
 
 class Steps:
@@ -144,22 +155,38 @@ def producer(model: keras.Model, source: BatchSource) -> ChunkProducer:
     return producers[id(source)]
 
 
-def evaluate(model: keras.Model, source: BatchSource) -> dict[str, float]:
-    """Loss and metrics of one split (epoch 0's order), as model.evaluate(return_dict=True) names them."""
-    steps = prepared(model, source)
+def evaluate(model: keras.Model, feed: Feed) -> dict[str, float]:
+    """Loss and metrics of one split (epoch 0's order), as model.evaluate(return_dict=True) names them.
+    A kept feed's chunks stay on the device after the first pass (copies: the slots are reused)."""
+    steps = prepared(model, feed.source)
     model.reset_metrics()
     state = read_state(model, train=False)
-    ring = Ring()
-    chunks = producer(model, source).epoch(0)
-    try:
-        for chunk, (features, labels) in on_device(chunks):
-            loss, state = steps.test(state, features, labels)
-            ring.push(chunk, loss)
-        ring.drain()
-    finally:
-        chunks.close()
+    if feed.kept:
+        for features, labels in feed.kept:
+            _, state = steps.test(state, features, labels)
+    else:
+        state = generated_pass(steps, feed, producer(model, feed.source), state)
     write_state(model, state, train=False)
     return {name: float(value) for name, value in model.get_metrics_result().items()}
+
+
+def generated_pass(steps: Steps, feed: Feed, chunks: ChunkProducer, state: tuple) -> tuple:
+    """The test step over a split's chunks as they are generated; a kept feed keeps a copy of each."""
+    ring, kept = Ring(), []
+    epoch = chunks.epoch(0)
+    try:
+        for chunk, (features, labels) in on_device(epoch):
+            loss, state = steps.test(state, features, labels)
+            if feed.keep:  # the copies too must be done before the slot is refilled
+                kept.append((features.copy(), labels.copy()))
+            ring.push(chunk, (loss, *kept[-1:]))
+        ring.drain()
+    finally:
+        epoch.close()
+    if feed.keep:
+        feed.kept = kept
+        chunks.close()  # its thread would fill the next pass, which the device has already
+    return state
 
 
 def train_epoch(model: keras.Model, steps: Steps, source: BatchSource, epoch: int, callbacks) -> None:
@@ -181,17 +208,17 @@ def train_epoch(model: keras.Model, steps: Steps, source: BatchSource, epoch: in
     write_state(model, state, train=True)
 
 
-def fit(model, train: BatchSource, validation: BatchSource, *, initial_epoch, epochs, callbacks, verbose):
+def fit(model, train: Feed, validation: Feed, *, initial_epoch, epochs, callbacks, verbose):
     """model.fit's contract for bionn's callbacks: epochs initial_epoch .. epochs - 1, each ending with
     the validation split's loss and metrics as val_*; stops when a callback sets model.stop_training."""
-    steps = prepared(model, train)
+    steps = prepared(model, train.source)
     callbacks = keras.callbacks.CallbackList(
         callbacks,
         add_history=True,
         add_progbar=verbose != 0,
         verbose=verbose,
         epochs=epochs,
-        steps=train.n_batches,
+        steps=train.source.n_batches,
         model=model,
     )
     model.stop_training = False
@@ -200,11 +227,11 @@ def fit(model, train: BatchSource, validation: BatchSource, *, initial_epoch, ep
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callbacks.on_epoch_begin(epoch)
-        train_epoch(model, steps, train, epoch, callbacks)
+        train_epoch(model, steps, train.source, epoch, callbacks)
         logs = {name: float(value) for name, value in model.get_metrics_result().items()}
         logs |= {f"val_{name}": value for name, value in evaluate(model, validation).items()}
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
-    producer(model, train).close()  # its thread would fill the next epoch's first chunks
+    producer(model, train.source).close()  # its thread would fill the next epoch's first chunks
     callbacks.on_train_end(logs)

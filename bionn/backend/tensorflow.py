@@ -136,9 +136,9 @@ def patch_keras_multi_worker() -> None:
     trainer._bionn_multi_worker_patch = True
 
 
-def make_dataset(source: BatchSource) -> tf.data.Dataset:
+def make_dataset(source: BatchSource, keep: bool = False) -> tf.data.Dataset:
     """A batch source's batches (bionn.data.pipeline.batch_source) as a tf.data pipeline; cardinality is
-    known, so Keras shows steps."""
+    known, so Keras shows steps. keep: the batches are the same every pass; kept in memory after the first."""
     ds, shard = source.ds, source.shard
     feature_shape = (None, *ds.feature_shape)
     label_shape = (None, ds.n_labels)
@@ -172,6 +172,8 @@ def make_dataset(source: BatchSource) -> tf.data.Dataset:
     options = tf.data.Options()
     # Batches are index-addressed; no tf.distribute rewrite may re-shard them behind our back.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    if keep:
+        pipeline = pipeline.cache()
     return pipeline.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
@@ -182,17 +184,21 @@ def feed(
     split: str,
     stats: Statistics,
     clock: EpochClock,
+    fixed: bool = False,
 ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """One split's pipeline; with several workers, each worker's replicas get their slices of every batch
-    (bionn.run checked that the batch splits evenly across the replicas)."""
+    (bionn.run checked that the batch splits evenly across the replicas). fixed: kept after a first pass
+    when small enough (bionn.data.pipeline.KEEP_BYTES)."""
     if worker.count == 1:
-        return make_dataset(batch_source(ds, split, stats, clock))
+        source = batch_source(ds, split, stats, clock)
+        return make_dataset(source, keep=fixed and source.keepable())
     replicas = strategy.num_replicas_in_sync
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines
         shard = ReplicaShard(first=context.input_pipeline_id * local, count=local, total=replicas)
-        return make_dataset(batch_source(ds, split, stats, clock, shard=shard))
+        source = batch_source(ds, split, stats, clock, shard=shard)
+        return make_dataset(source, keep=fixed and source.keepable())
 
     return strategy.distribute_datasets_from_function(per_worker)
 

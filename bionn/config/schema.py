@@ -135,9 +135,10 @@ class TrainingConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Layer precision: float32, mixed_float16 or mixed_bfloat16 (output layer and loss stay float32).
     precision: Precision = Precision.float32
-    # XLA-compile the training step.
+    # XLA-compile the training step (TensorFlow; on jax every step is compiled, docs/backends.md).
     jit_compile: bool = False
     # Training steps per call into the compiled graph (fewer Python round trips; callbacks see every N-th).
+    # TensorFlow only: on jax a call steps through a whole chunk of batches (docs/backends.md).
     steps_per_execution: int = 1
 
 

@@ -38,6 +38,11 @@ from bionn.data.stats import STD_EPSILON, Statistics
 # with the kernel releasing the GIL: TR's tf.data feed on 2 loaded cores ran at 0.71x/0.88x this rate
 # with 4,096 and 0.51x/0.97x with 8,192 (scripts/bench_pipeline.py --feeds, two runs, 2026-12-04).
 CHUNK_SAMPLES = 2048
+# A split that serves the same batches every pass (an evaluation's) is kept by the backend after its first
+# pass when its features and labels take at most this many bytes (dmedium's 50,000-sample training split
+# in TR's features: 300 MB; dbig's 100,000-sample validation split: 600 MB); a bigger one is generated
+# again every pass. Evaluation feeds generate as many samples over a TR run as its training does.
+KEEP_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,15 @@ class BatchSource:
         self._order_epoch = -1
         self._order = None
         self._scratch = threading.local()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the split's float32 features and labels (what keeping it costs)."""
+        return self.split_size * (math.prod(self.ds.feature_shape) + self.ds.n_labels) * 4
+
+    def keepable(self) -> bool:
+        """Small enough to keep after a first pass (KEEP_BYTES)."""
+        return self.nbytes <= KEEP_BYTES
 
     def order(self, epoch: int) -> np.ndarray:
         with self._lock:

@@ -126,14 +126,16 @@ def build(
 
 def _feeds(setup: Setup, stats: Statistics, clock: EpochClock) -> tuple[Any, dict[str, Any]]:
     """The backend's feeds: the training split's (its epoch read from `clock`) and every split's for
-    evaluation (each with its own clock: evaluation feeds the same order every epoch)."""
+    evaluation (each with its own clock: evaluation feeds the same batches every pass, so the backend may
+    keep them)."""
     from bionn import backend
     from bionn.clock import EpochClock
 
     engine = backend.current()
     train_data = engine.feed(setup.strategy, setup.worker, setup.ds, "train", stats, clock)
     splits = {
-        s: engine.feed(setup.strategy, setup.worker, setup.ds, s, stats, EpochClock()) for s in SPLIT_KEYS
+        s: engine.feed(setup.strategy, setup.worker, setup.ds, s, stats, EpochClock(), fixed=True)
+        for s in SPLIT_KEYS
     }
     return train_data, splits
 
