@@ -46,24 +46,23 @@ class Steps:
     caller waits on: the state itself is donated to the next call). Each compiles once per chunk shape."""
 
     def __init__(self, model: keras.Model):
-        def train(state, features, labels):
-            def step(state, batch):
-                logs, state = model.train_step(state, batch)
-                return state, logs["loss"]
+        self.train = scanned(model.train_step)
+        self.test = scanned(model.test_step)
 
-            state, losses = jax.lax.scan(step, state, (features, labels))
-            return losses[-1], state
 
-        def test(state, features, labels):
-            def step(state, batch):
-                logs, state = model.test_step(state, batch)
-                return state, logs["loss"]
+def scanned(step):
+    """Keras' stateless `step(state, batch) -> (logs, state)` over a chunk's batches, jitted:
+    (state, features, labels) -> (the last batch's loss, state); the state passed in is donated."""
 
-            state, losses = jax.lax.scan(step, state, (features, labels))
-            return losses[-1], state
+    def chunk(state, features, labels):
+        def body(state, batch):
+            logs, state = step(state, batch)
+            return state, logs["loss"]
 
-        self.train = jax.jit(train, donate_argnums=0)
-        self.test = jax.jit(test, donate_argnums=0)
+        state, losses = jax.lax.scan(body, state, (features, labels))
+        return losses[-1], state
+
+    return jax.jit(chunk, donate_argnums=0)
 
 
 def prepared(model: keras.Model, source: BatchSource) -> Steps:
