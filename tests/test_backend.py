@@ -47,6 +47,7 @@ def test_every_backend_answers_every_question_of_the_interface():
         "fit",
         "gpu_capabilities",
         "make_strategy",
+        "tensorboard",
     ]
     for module in backend.BACKENDS.values():  # the jax module too: importable here, it starts nothing
         implementation = importlib.import_module(module)

@@ -22,9 +22,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util import tensor_util
 
 from bionn.backend import select
+from bionn.backend import tensorflow as tensorflow_backend
 from bionn.config.errors import ConfigError
 from bionn.config.schema import OnConfigChange
-from bionn.nn.tensorboard import EpochScalars, tensorboard_callback
+from bionn.nn.tensorboard import EpochScalars
 from bionn.provenance import provenance
 from bionn.run.claim import Claim, claim
 from bionn.run_folder import HISTORY, ConfigChanged, RunFolder
@@ -218,7 +219,7 @@ def event_scalars(log_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]
 def test_epoch_scalars_write_what_keras_tensorboard_callback_writes(tmp_path):
     namespace: dict = {}
     exec(TINY_FIT, namespace)
-    assert isinstance(tensorboard_callback(tmp_path / "k"), keras.callbacks.TensorBoard)  # on TensorFlow
+    assert isinstance(tensorflow_backend.tensorboard(tmp_path / "k"), keras.callbacks.TensorBoard)
     namespace["tiny_fit"](
         [keras.callbacks.TensorBoard(log_dir=str(tmp_path / "keras")), EpochScalars(tmp_path / "ours")]
     )
@@ -249,9 +250,9 @@ def test_under_jax_tensorboard_and_provenance_import_no_tensorflow(tmp_path):
         import json
         from bionn.backend import select
         select("jax")
-        from bionn.nn.tensorboard import tensorboard_callback
+        from bionn.backend import current
         from bionn.provenance import provenance
-        callback = tensorboard_callback(sys.argv[1])
+        callback = current().tensorboard(sys.argv[1])
         history = tiny_fit([callback])
         loaded = [m for m in sys.modules if m.split(".")[0] == "tensorflow"]
         found = {"history": history, "provenance": provenance(), "callback": type(callback).__name__}

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bionn.config.errors import ConfigError
@@ -91,6 +92,9 @@ class Backend(Protocol):
 
     def evaluate(self, model: Any, feed: Any) -> dict[str, float]:
         """Loss and metrics of `model` over one feed, named as `model.evaluate(return_dict=True)` does."""
+
+    def tensorboard(self, log_dir: Path) -> Any:
+        """The Keras callback of logger=tensorboard, writing the epoch scalars into `log_dir`."""
 
     def enable_determinism(self) -> None:
         """Make the framework's own kernels deterministic (runtime.deterministic)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import keras
@@ -113,6 +114,14 @@ def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) 
 def evaluate(model, feed: jax_loop.Feed) -> dict[str, float]:
     """Loss and metrics of one split, as model.evaluate(return_dict=True) names them."""
     return jax_loop.evaluate(model, feed)
+
+
+def tensorboard(log_dir: Path) -> keras.callbacks.Callback:
+    """The epoch scalars Keras' TensorBoard callback writes, without TensorFlow (bionn.nn.tensorboard;
+    imported only here: the tensorboard package need not be installed without that logger)."""
+    from bionn.nn.tensorboard import EpochScalars
+
+    return EpochScalars(log_dir)
 
 
 def enable_determinism() -> None:

@@ -9,7 +9,9 @@ the cluster layout comes from Slurm's own environment (SlurmClusterResolver).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from bionn.backend import PORT_STRIDE, port_base
@@ -218,6 +220,11 @@ def fit(model, train, validation, *, initial_epoch, epochs, callbacks, verbose) 
 
 def evaluate(model, feed) -> dict[str, float]:
     return model.evaluate(feed, verbose=0, return_dict=True)
+
+
+def tensorboard(log_dir: Path) -> keras.callbacks.Callback:
+    """Keras' own TensorBoard callback (it writes through tf.summary)."""
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir))
 
 
 def enable_determinism() -> None:

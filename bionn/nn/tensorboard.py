@@ -28,13 +28,6 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 TRAIN, VALIDATION = "train", "validation"
 
 
-def tensorboard_callback(log_dir: Path) -> keras.callbacks.Callback:
-    """The callback of logger=tensorboard: Keras' own on TensorFlow, EpochScalars on other backends."""
-    if keras.backend.backend() == "tensorflow":
-        return keras.callbacks.TensorBoard(log_dir=str(log_dir))
-    return EpochScalars(log_dir)
-
-
 class EventFile:
     """One TensorBoard event file, written by appending records (as tf.summary's writer does)."""
 

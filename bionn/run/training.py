@@ -209,10 +209,9 @@ def _callbacks(
     verbosity = verbosity_of(cfg.training.verbose)
     tensorboard = []
     if chief and logger(cfg, "tensorboard") is not None:
-        # imported only then: the tensorboard package need not be installed (the GPU machine lacks it)
-        from bionn.nn.tensorboard import tensorboard_callback
+        from bionn import backend
 
-        tensorboard = [tensorboard_callback(folder / TENSORBOARD)]
+        tensorboard = [backend.current().tensorboard(folder / TENSORBOARD)]
     return [
         EpochClockCallback(clock),
         *([history] if chief else []),
