@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bionn.backend import PORT_STRIDE, port_base
 from bionn.clock import EpochClock
 from bionn.config.errors import ConfigError
-from bionn.data.dataset import KineticsDataset
+from bionn.data.dataset import KineticsDataset, aligned_empty
 from bionn.data.pipeline import BatchSource, ReplicaShard, batch_source
 from bionn.data.stats import Statistics
 from bionn.pins import require_tested
@@ -140,14 +141,19 @@ def patch_keras_multi_worker() -> None:
 
 def make_dataset(source: BatchSource, keep: bool = False) -> tf.data.Dataset:
     """A batch source's batches (bionn.data.pipeline.batch_source) as a tf.data pipeline; cardinality is
-    known, so Keras shows steps. keep: the batches are the same every pass; kept in memory after the first."""
+    known, so Keras shows steps. keep: the batches are the same every pass; kept in memory after the first
+    (in Python: tf.data's own cache drops what it holds when Keras stops at the known cardinality without
+    reading the end of the data, as evaluate does)."""
     ds, shard = source.ds, source.shard
+    chunk, batch = source.chunk, source.batch
+    if keep:
+        chunk, batch = remembered(chunk), remembered(batch)
     feature_shape = (None, *ds.feature_shape)
     label_shape = (None, ds.n_labels)
 
     def load_chunk(c):
         features, labels = tf.numpy_function(
-            lambda c: source.chunk(c, source.per_chunk), [c], (tf.float32, tf.float32), stateful=True
+            lambda c: chunk(c, source.per_chunk), [c], (tf.float32, tf.float32), stateful=True
         )
         elements = source.per_chunk * shard.count
         return (
@@ -156,7 +162,7 @@ def make_dataset(source: BatchSource, keep: bool = False) -> tf.data.Dataset:
         )
 
     def load_batch(b):
-        features, labels = tf.numpy_function(source.batch, [b], (tf.float32, tf.float32), stateful=True)
+        features, labels = tf.numpy_function(batch, [b], (tf.float32, tf.float32), stateful=True)
         return tf.ensure_shape(features, feature_shape), tf.ensure_shape(labels, label_shape)
 
     # Whole chunks first, then the batches left over (the last one possibly partial).
@@ -174,9 +180,29 @@ def make_dataset(source: BatchSource, keep: bool = False) -> tf.data.Dataset:
     options = tf.data.Options()
     # Batches are index-addressed; no tf.distribute rewrite may re-shard them behind our back.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    if keep:
-        pipeline = pipeline.cache()
     return pipeline.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def remembered(produce):
+    """`produce(element, *args)`, generated once per element; every pass gets copies (TensorFlow adopts
+    an array it is handed without a copy and does not leave it as it was: measured, the second pass of
+    handed-out originals read other numbers)."""
+    memo = {}
+
+    def again(element, *args):
+        key = int(element)
+        if key not in memo:
+            memo[key] = produce(element, *args)
+        return tuple(aligned_copy(a) for a in memo[key])
+
+    return again
+
+
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """A copy in 64-byte aligned memory (what TensorFlow adopts without copying again)."""
+    copy = aligned_empty(array.shape, array.dtype)
+    copy[...] = array
+    return copy
 
 
 def feed(
