@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bionn.config import dataset
@@ -54,12 +55,13 @@ def check_batch_split(batch_size: int, nodes: int, tasks_per_node: int, source: 
     )
 
 
-def check_backend_tasks(backend: str, nodes: int, tasks_per_node: int, source: str) -> None:
+def check_backend_tasks(backend: str, nodes: int, tasks_per_node: int, source: Callable[[], str]) -> None:
     """Refuse, before submission, a jax job of more than one task: the jax backend trains in one
-    process on its local devices (docs/backends.md)."""
+    process on its local devices (docs/backends.md). source(): where runtime.backend was set (asked only
+    for the message)."""
     if str(backend) == "jax" and nodes * tasks_per_node > 1:
         raise ConfigError(
-            f"{source}: runtime.backend = jax is invalid with hydra.launcher.nodes = {nodes} x "
+            f"{source()}: runtime.backend = jax is invalid with hydra.launcher.nodes = {nodes} x "
             f"tasks_per_node = {tasks_per_node} ({nodes * tasks_per_node} tasks): the jax backend trains "
             "in one process on its local devices; multi-host training stays on TensorFlow's "
             "MultiWorkerMirroredStrategy (runtime.backend=tensorflow), or use nodes = 1 and "

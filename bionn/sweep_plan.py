@@ -83,7 +83,7 @@ def check_workers(cfg: DictConfig, resources: dict) -> None:
         return  # not a bionn training (another app launched by this launcher)
     nodes, tasks = int(resources.get("nodes") or 1), int(resources.get("tasks_per_node") or 1)
     backend = OmegaConf.select(cfg, "runtime.backend", default="tensorflow")
-    check_backend_tasks(backend, nodes, tasks, source_of("runtime.backend", cfg.hydra))
+    check_backend_tasks(backend, nodes, tasks, lambda: source_of("runtime.backend", cfg.hydra))
     check_batch_split(cfg.dataset.shape.batch_size, nodes, tasks, config_file("dataset", cfg.hydra))
 
 
