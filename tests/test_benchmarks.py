@@ -53,6 +53,9 @@ def test_bench_train_reports_each_option_per_model_and_the_precision_accuracy():
     )
 
 
+# Two trainings and four ceiling processes (59 s); per commit, test_jax.py trains on jax end to end and
+# test_bench_train_reports_each_option_per_model_and_the_precision_accuracy runs the script's other parts.
+@pytest.mark.full
 def test_bench_train_reports_each_backend_end_to_end_against_its_ceilings_and_the_targets():
     result = last_json(
         "scripts/bench_train.py",
