@@ -35,9 +35,8 @@ def finish(training: Training, fit_time: float, started: float) -> float:
     plot_history(history, folder / PLOTS)
     val_losses = [v for v in history.get("val_loss", []) if math.isfinite(v)]
     shape = training.cfg.dataset.shape
-    trained = (len(losses) - training.initial_epoch) * split_sizes(int(shape.n_samples), list(shape.splits))[
-        0
-    ]
+    train_size = split_sizes(int(shape.n_samples), list(shape.splits))[0]
+    trained = (len(losses) - training.initial_epoch) * train_size
     folder.write_json(
         FINAL,
         {
