@@ -24,7 +24,7 @@ cd "$ROOT"
 
 # What bionn's jax path imports that the GPU machine lacks (the rest it has: numpy, numba, llvmlite, scipy,
 # h5py, ml-dtypes, absl-py, rich, PyYAML, pandas, matplotlib, jax); `imports` checks this list.
-WHEELS=(keras namex optree packaging hydra-core omegaconf tqdm typing_extensions)
+WHEELS=(keras namex optree packaging hydra-core omegaconf tqdm typing_extensions filelock)
 SDIST=antlr4-python3-runtime # only an sdist on the index: built into a wheel here
 MACHINE_HAS="numpy numba llvmlite scipy h5py ml_dtypes absl-py rich PyYAML pandas matplotlib jax jaxlib"
 # Imported here only because they are installed: optional imports of Keras, JAX, Numba, pandas and

@@ -153,6 +153,48 @@ def test_jax_splits_the_host_into_cpu_replicas_devices_keeping_other_xla_flags()
     )
 
 
+def test_jax_keeps_its_compiled_programs_in_bionns_cache_and_the_user_can_move_or_drop_it(tmp_path):
+    """A second process loads what the first compiled (no new cache entry) and computes the same bits;
+    $JAX_COMPILATION_CACHE_DIR set by the user (here empty: no cache) stands."""
+    code = textwrap.dedent(
+        """
+        import os, jax, jax.numpy as jnp, numpy as np
+        from bionn.backend import select
+        select("jax")
+        x = np.linspace(-3, 3, 4096, dtype=np.float32).reshape(64, 64)
+        y = jax.jit(lambda a: jnp.tanh(a @ a.T).sum(axis=0) / 7.0)(x)
+        print(os.environ["JAX_COMPILATION_CACHE_DIR"] or "(none)", np.asarray(y).tobytes().hex())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["BIONN_CACHE_DIR"] = str(tmp_path / "cache")
+    compiled = tmp_path / "cache" / "jax"
+
+    def run(extra: dict | None = None) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**env, **(extra or {})},
+        )
+        assert done.returncode == 0, done.stderr
+        return tuple(done.stdout.split())
+
+    first = run()
+    entries = sorted(p.name for p in compiled.iterdir())
+    assert first[0] == str(compiled) and entries
+    assert run() == first
+    assert sorted(p.name for p in compiled.iterdir()) == entries  # loaded, not compiled again
+
+    mine = tmp_path / "mine"
+    assert run({"JAX_COMPILATION_CACHE_DIR": str(mine)})[1] == first[1]
+    assert any(mine.iterdir())
+    off = run({"JAX_COMPILATION_CACHE_DIR": "", "BIONN_CACHE_DIR": str(tmp_path / "other")})
+    assert off == ("(none)", first[1]) and not (tmp_path / "other").exists()
+
+
 def test_jax_on_more_than_one_task_is_refused_before_submission():
     """What the launchers check before submitting (bionn.sweep_plan.plan_launch), on the real Slurm
     launcher's config."""

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bionn.cache import cache_root
 from bionn.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ BACKENDS = {"tensorflow": "bionn.backend.tensorflow", "jax": "bionn.backend.jax"
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 # The XLA flag that makes GPU reductions deterministic (runtime.deterministic; XLA's CPU kernels are).
 GPU_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops"
+# The most JAX's compiled programs take in bionn's cache (TR's programs take about 1 MB).
+COMPILED_BYTES = 1 << 30
 ONE_PER_PROCESS = "sweep it with a launcher that starts one process per job: hydra/launcher=local or slurm"
 
 # Task i of a job on a node listens on port_base(job) + i: each job gets its own block of
@@ -144,6 +147,7 @@ def select(name: str, cpu_replicas: int = 1, deterministic: bool = False) -> Non
     os.environ["KERAS_BACKEND"] = name
     if name == "jax":
         _split_host(cpu_replicas, deterministic)
+        _keep_compiled()
 
 
 def default_name() -> str:
@@ -176,6 +180,27 @@ def _install_hint(name: str, missing: list[str]) -> str:
         "add runtime.backend=jax (an environment with JAX only), or install bionn's dependencies with "
         "`bash scripts/setup.sh`"
     )
+
+
+def _keep_compiled() -> None:
+    """JAX keeps the programs it compiles in bionn's cache (jax/, at most COMPILED_BYTES, least recently
+    used first out), so that the next run of the same model, shapes and JAX release loads them instead
+    of compiling again: a requeued job, a resumed run, every job of a sweep after the first. The
+    program is the same one, so the results are too. A JAX setting the user made in the environment
+    stands ($JAX_COMPILATION_CACHE_DIR: another folder; empty: no cache)."""
+    settings = {
+        "jax_compilation_cache_dir": str(cache_root() / "jax"),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # also the many small programs of Keras' setup
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+        "jax_compilation_cache_max_size": COMPILED_BYTES,
+    }
+    ours = {key: value for key, value in settings.items() if key.upper() not in os.environ}
+    for key, value in ours.items():
+        os.environ[key.upper()] = str(value)
+    jax = sys.modules.get("jax")
+    if jax is not None:  # already started: it read its environment then
+        for key, value in ours.items():
+            jax.config.update(key, value)
 
 
 def _split_host(devices: int, deterministic: bool) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from bionn.cache import cache_root
 from bionn.config.dataset import Label
 from bionn.data.dataset import KineticsDataset, dataset_label
 from bionn.engine_version import ENGINE_VERSION
@@ -51,12 +52,8 @@ class Statistics:
 
 
 def default_cache_dir() -> Path:
-    """$BIONN_CACHE_DIR, else $XDG_CACHE_HOME/bionn, else ~/.cache/bionn; statistics go in stats/."""
-    root = os.environ.get("BIONN_CACHE_DIR")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        root = Path(xdg) / "bionn"
-    return Path(root) / "stats"
+    """The statistics' folder in bionn's cache (bionn.cache: $BIONN_CACHE_DIR, else ~/.cache/bionn)."""
+    return cache_root() / "stats"
 
 
 def effective_count(ds: KineticsDataset, use_stats_of: int) -> int:
