@@ -20,6 +20,15 @@ time and the machine's load). Prints one JSON object as its last line:
 {"seed_label": {...}, "scale_free": {...}, ...}, each with best_model, r2_mean,
 r2_per_output, ridge_r2_mean, ceiling_r2_mean, outputs_above_ridge, seed_models
 and the learning curves; --plot writes the learning curves as a PNG.
+
+`--samples-axis` (issue 32) instead trains the shipped long experiments (LONG: TR_long,
+TR_relative_long) through `train.py` at each of `--points` training-sample counts (epochs of
+50,000 fresh samples, the cosine schedule over the whole run; the test split is dmedium's, as in
+experiment=TR), and with `--long` also at their own length, each in `--runs`/<label>/<samples>
+(a folder that already holds a completed run is read, not trained again). It fits
+r2 = a - b * (samples / 1e6)^-c per label, writes every point with its fitted value to `--csv`
+and the figure (log samples axis, both labels) to `--plot`, and prints one JSON object: per
+label the points, the fit, ridge per output, and the samples the fit predicts for the target.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +53,9 @@ TRAIN_SAMPLES = 50_000
 VAL_SAMPLES = 5_000
 TEST_SAMPLES = 5_000
 SEED_TRAIN_SAMPLES = 2_048
+# The samples axis (--samples-axis): the long experiments, and the training-sample counts below theirs.
+LONG = {"seed_label": "TR_long", "scale_free": "TR_relative_long"}
+POINTS = (200_000, 400_000, 800_000, 1_600_000, 3_200_000, 6_400_000)
 
 
 def splits_overrides(train: int, val: int, test: int) -> list[str]:
@@ -156,6 +169,154 @@ def plot(results: dict, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def axis_point(experiment: str, samples: int | None, run_dir: Path, overrides: list[str]) -> dict:
+    """`train.py experiment=<experiment> <overrides>` trained on `samples` (None: the experiment's own
+    length) in run_dir, or read from there if it already completed; test r2_mean, per output, time."""
+    from bionn.config.dataset import split_sizes
+
+    final_path = run_dir / "final_results.json"
+    command = [sys.executable, "train.py", f"experiment={experiment}", *overrides, f"hydra.run.dir={run_dir}"]
+    shape = compose([f"experiment={experiment}", *overrides]).dataset.shape
+    per_epoch = split_sizes(int(shape.n_samples), list(shape.splits))[0]  # fresh every epoch
+    if samples is not None:
+        epochs = max(1, samples // per_epoch)
+        command += [f"training.epochs={epochs}", f"training.save_interval={epochs}"]
+    reused = final_path.exists() and json.loads(final_path.read_text())["status"] == "completed"
+    if not reused:
+        started = time.time()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[1:])} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+        print(f"{run_dir}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+    final = json.loads(final_path.read_text())
+    test = final["evaluation"]["test"]
+    return {
+        "samples": final["train_samples"],
+        "epochs": final["epochs_completed"],
+        "r2_mean": round(test["r2_mean"], 4),
+        "r2_per_output": [round(v, 4) for v in test["r2_per_output"]],
+        "fit_s": final["training_time_s"],
+        "wall_s": final["wall_time_s"],
+        "samples_per_s": final["train_samples_per_s"],
+        "run": str(run_dir),
+        "reused": reused,
+    }
+
+
+def saturating(n, a, b, c):
+    """The fitted curve: test r2_mean after n million training samples."""
+    return a - b * n ** (-c)
+
+
+def fit_curve(points: list[dict], target: float) -> dict:
+    """r2 = a - b * n^-c (n in millions) by least squares; the samples it predicts for `target` (None
+    when its asymptote a is at or below the target)."""
+    import warnings
+
+    import numpy as np
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    warnings.simplefilter("ignore", OptimizeWarning)  # no covariance with as many points as parameters
+    n = np.array([p["samples"] / 1e6 for p in points])
+    r2 = np.array([p["r2_mean"] for p in points])
+    (a, b, c), _ = curve_fit(
+        saturating, n, r2, p0=(r2.max() + 0.02, 0.05, 0.3), bounds=([0, 0, 0], [1, 10, 3])
+    )
+    residual = r2 - saturating(n, a, b, c)
+    needed = (b / (a - target)) ** (1 / c) * 1e6 if a > target else None
+    return {
+        "a": float(f"{a:.6g}"),
+        "b": float(f"{b:.6g}"),
+        "c": float(f"{c:.6g}"),
+        "rms_residual": round(float(np.sqrt(np.mean(residual**2))), 4),
+        "target": target,
+        "samples_for_target": None if needed is None else int(round(needed, -5)),
+    }
+
+
+def samples_axis(args) -> dict:
+    """The long experiments at each point, and optionally at their own length; fit, CSV and figure."""
+    from bionn.baseline import cached_baseline
+
+    points = [int(p) for p in args.points.split(",")]
+    out: dict = {}
+    for key in args.labels.split(","):
+        experiment, overrides = LONG[key], args.train_overrides
+        cfg = compose([f"experiment={experiment}", *overrides])
+        ridge = cached_baseline(cfg.dataset, cfg.runtime.stats_cache_dir, True)
+        runs = [axis_point(experiment, n, Path(args.runs) / key / str(n), overrides) for n in points]
+        if args.long:
+            runs.append(axis_point(experiment, None, Path(args.runs) / key / "long", overrides))
+        runs.sort(key=lambda p: p["samples"])
+        largest = runs[-1]
+        above = [m > r for m, r in zip(largest["r2_per_output"], ridge["r2_per_output"], strict=True)]
+        out[key] = {
+            "experiment": experiment,
+            "points": runs,
+            "fit": fit_curve(runs, TARGETS[key]),
+            "ridge_r2_mean": round(ridge["r2_mean"], 4),
+            "ridge_r2_per_output": [round(v, 4) for v in ridge["r2_per_output"]],
+            "largest_outputs_above_ridge": sum(above),
+            "largest_target_met": largest["r2_mean"] >= TARGETS[key] and all(above),
+        }
+    if args.csv:
+        write_axis_csv(out, Path(args.csv))
+    if args.plot:
+        plot_axis(out, Path(args.plot))
+    return out
+
+
+def write_axis_csv(out: dict, path: Path) -> None:
+    from bionn.io import atomic_write_bytes
+
+    lines = ["label,experiment,samples,epochs,test_r2_mean,fitted_r2_mean,fit_s,samples_per_s"]
+    for key, res in out.items():
+        f = res["fit"]
+        for p in res["points"]:
+            fitted = saturating(p["samples"] / 1e6, f["a"], f["b"], f["c"])
+            lines.append(
+                f"{LABELS[key]},{res['experiment']},{p['samples']},{p['epochs']},{p['r2_mean']},"
+                f"{fitted:.4f},{p['fit_s']},{p['samples_per_s']}"
+            )
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def plot_axis(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from bionn.io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (key, res) in enumerate(out.items()):
+        f, color = res["fit"], f"C{i}"
+        n = np.array([p["samples"] for p in res["points"]])
+        ax.plot(n, [p["r2_mean"] for p in res["points"]], "o", color=color, label=f"{LABELS[key]} label")
+        end = max(n.max(), f["samples_for_target"] or 0) * 1.5
+        grid = np.geomspace(n.min(), end, 200)
+        ax.plot(
+            grid,
+            saturating(grid / 1e6, f["a"], f["b"], f["c"]),
+            "-",
+            color=color,
+            lw=0.8,
+            label=f"fit {f['a']:.3f} - {f['b']:.3f} n^-{f['c']:.2f} (n in millions)",
+        )
+        ax.axhline(TARGETS[key], color=color, ls="-.", lw=0.8, label=f"target {TARGETS[key]}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples (fresh, on the fly)")
+    ax.set_ylabel("test r2_mean (dmedium's test split)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def main() -> None:
     from bionn.machine import cpu_model
 
@@ -175,7 +336,22 @@ def main() -> None:
     parser.add_argument("--seed-train-samples", type=int, default=SEED_TRAIN_SAMPLES)
     parser.add_argument("--plot", help="write the learning curves to this PNG")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--samples-axis", action="store_true", help="the long experiments against samples")
+    parser.add_argument("--points", default=",".join(map(str, POINTS)), help="training samples per point")
+    parser.add_argument("--long", action="store_true", help="also the long experiments at their own length")
+    parser.add_argument("--runs", default="outputs/samples_axis", help="the samples axis' run folders (kept)")
+    parser.add_argument("--csv", help="write the samples axis' points and fit to this CSV")
+    parser.add_argument(
+        "--train-overrides", nargs="*", default=[], help="overrides of every samples-axis run (a quick check)"
+    )
     args = parser.parse_args()
+    if args.samples_axis:
+        started = time.time()
+        output = samples_axis(args)
+        output["wall_time_s"] = round(time.time() - started, 1)
+        output["machine"] = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        print(json.dumps(output))
+        return
 
     import tensorflow as tf
 

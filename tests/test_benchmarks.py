@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -137,3 +138,62 @@ def test_bench_search_reports_idle_worker_seconds_of_async_and_batch_and_the_bes
     assert result["wall_time_s"] >= result["async_makespan_s"] + result["batch_makespan_s"]
     # The workers' window lies inside the whole search command (the sweeper's checks and report outside it).
     assert 0 < result["async_makespan_s"] <= result["async_command_s"]
+
+
+def bench_accuracy_module():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "scripts" / "bench_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_samples_axis_fit_recovers_a_known_curve_and_the_samples_it_predicts_for_a_target():
+    bench = bench_accuracy_module()
+    points = [
+        {"samples": n, "r2_mean": 0.95 - 0.04 * (n / 1e6) ** -0.5} for n in (2e5, 4e5, 8e5, 1.6e6, 3.2e6)
+    ]
+    fit = bench.fit_curve(points, 0.93)
+    assert fit["a"] == pytest.approx(0.95, abs=1e-4) and fit["c"] == pytest.approx(0.5, abs=1e-3)
+    assert fit["samples_for_target"] == pytest.approx(4e6, rel=0.01)  # 0.04 n^-0.5 = 0.02 at n = 4 million
+    assert bench.fit_curve(points, 0.96)["samples_for_target"] is None  # above the asymptote: never
+
+
+# Three trainings through train.py on jax and a ridge fit (about 60 s); per commit, the fit itself above.
+@pytest.mark.full
+def test_bench_accuracy_samples_axis_trains_each_point_once_and_writes_the_csv_and_figure(tmp_path):
+    args = (
+        *(
+            "scripts/bench_accuracy.py",
+            "--samples-axis",
+            "--labels",
+            "scale_free",
+            "--points",
+            "6000,12000,18000",
+        ),
+        *(
+            "--runs",
+            str(tmp_path / "runs"),
+            "--csv",
+            str(tmp_path / "axis.csv"),
+            "--plot",
+            str(tmp_path / "axis.png"),
+        ),
+        *("--train-overrides", "dataset.shape.n_samples=7200", "training.use_stats_of=1024"),
+        f"runtime.stats_cache_dir={tmp_path / 'cache'}",
+    )
+    res = last_json(*args)["scale_free"]
+    assert res["experiment"] == "TR_relative_long"
+    assert [(p["samples"], p["epochs"], p["reused"]) for p in res["points"]] == [
+        (6000, 1, False),
+        (12000, 2, False),
+        (18000, 3, False),
+    ]
+    rows = (tmp_path / "axis.csv").read_text().splitlines()
+    assert rows[0].startswith("label,experiment,samples,epochs,test_r2_mean,fitted_r2_mean")
+    assert [r.split(",")[2] for r in rows[1:]] == ["6000", "12000", "18000"]
+    assert res["largest_outputs_above_ridge"] == sum(
+        m > r for m, r in zip(res["points"][-1]["r2_per_output"], res["ridge_r2_per_output"], strict=True)
+    )
+    assert (tmp_path / "axis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = last_json(*args)["scale_free"]  # the run folders are read, not trained again
+    assert [p["reused"] for p in again["points"]] == [True] * 3 and again["fit"] == res["fit"]
