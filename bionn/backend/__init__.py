@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -148,6 +149,10 @@ def select(name: str, cpu_replicas: int = 1, deterministic: bool = False) -> Non
     if name == "jax":
         _split_host(cpu_replicas, deterministic)
         _keep_compiled()
+        # bionn's inference models standardise raw features in float64 (bionn.nn.inference); JAX, without
+        # x64, computes that in float32 and would say so at every predict. The outputs agree with
+        # TensorFlow's all the same (tests/test_keras_backends.py).
+        warnings.filterwarnings("ignore", "Explicitly requested dtype float64", UserWarning)
 
 
 def default_name() -> str:
