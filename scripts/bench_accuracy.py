@@ -306,6 +306,7 @@ def plot_axis(out: dict, path: Path) -> None:
             label=f"fit {f['a']:.3f} - {f['b']:.3f} n^-{f['c']:.2f} (n in millions)",
         )
         ax.axhline(TARGETS[key], color=color, ls="-.", lw=0.8, label=f"target {TARGETS[key]}")
+    ax.set_ylim(top=max(TARGETS[key] for key in out) + 0.01)  # the targets stay in view
     ax.set_xscale("log")
     ax.set_xlabel("training samples (fresh, on the fly)")
     ax.set_ylabel("test r2_mean (dmedium's test split)")
