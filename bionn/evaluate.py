@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bionn.backend import add_option, current, select
-from bionn.config.dataset import DatasetConfig, check_dataset, resolve_dataset
+from bionn.config.dataset import RANGE_KEYS, DatasetConfig, check_dataset, resolve_dataset
 from bionn.config.errors import ConfigError, describe_omegaconf_error
 from bionn.run_folder import EVALUATION_PREFIX, RunFolder, RunFolderError, now
 
@@ -71,6 +71,18 @@ def check_fits(trained_on: Any, cfg: Any, run_dir: Path) -> None:
         raise ConfigError("the model cannot take this dataset: " + "; ".join(problems))
 
 
+def beyond_training(trained_on: Any, cfg: Any) -> list[str]:
+    """Each parameter range of `cfg` that reaches outside the one the run trained on, as "k1 0.01-0.2
+    (trained on 0.01-0.05)": there the network's figures are extrapolation (docs/accuracy.md)."""
+    found = []
+    for name in RANGE_KEYS:
+        lo, hi = (OmegaConf.select(cfg, f"parameters.{name}_{end}") for end in ("min", "max"))
+        was_lo, was_hi = (OmegaConf.select(trained_on, f"parameters.{name}_{end}") for end in ("min", "max"))
+        if None not in (was_lo, was_hi) and (lo < was_lo or hi > was_hi):
+            found.append(f"{name} {lo:g}-{hi:g} (trained on {was_lo:g}-{was_hi:g})")
+    return found
+
+
 def evaluate(
     run_dir: Path, overrides: list[str], which: str, name: str | None, config_dir=None
 ) -> tuple[str, dict]:
@@ -107,6 +119,7 @@ def evaluate(
         **sums.summary(),
         "outputs": output_names(ds.n_components),
         "reference": reference_scores(ds, cache),
+        "beyond_training_ranges": beyond_training(trained_on, cfg),
         "dataset": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "created": now(),
     }
@@ -157,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {args.run_dir / file}: test r2_mean {result['r2_mean']:.4f}, pooled {result['r_squared']:.4f}"
         f" (ridge r2_mean {ridge:.4f}) on {result['samples']} samples, {args.which} weights"
     )
+    if result["beyond_training_ranges"]:
+        print(
+            "note: these ranges reach beyond those the network was trained on, so its figures there are "
+            f"extrapolation: {'; '.join(result['beyond_training_ranges'])}"
+        )
     return 0
 
 

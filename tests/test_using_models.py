@@ -167,7 +167,9 @@ def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trai
     assert len(result["r2_per_output"]) == 12 and -10 < result["r2_mean"] <= 1
     assert result["reference"]["ridge_r2_mean"] is not None
     assert result["reference"]["ceiling_r2_mean"] == pytest.approx(1.0)
-    assert "ridge r2_mean" in capsys.readouterr().out
+    assert result["beyond_training_ranges"] == ["k1 0.01-0.1 (trained on 0.01-0.05)"]
+    out = capsys.readouterr().out
+    assert "ridge r2_mean" in out and "extrapolation: k1 0.01-0.1 (trained on 0.01-0.05)" in out
 
     from bionn.report import write_report
 
@@ -187,6 +189,10 @@ def test_evaluate_on_a_wider_dataset_writes_its_evaluation_and_nothing_else(trai
         assert main(argv) == 0, capsys.readouterr().err
         again = json.loads((run_dir / f"evaluation_{name}.json").read_text())
         assert (again["r2_mean"], again["samples"]) == (result["r2_mean"], 96), name
+    capsys.readouterr()
+    assert main([str(run_dir), "dataset.shape.seed=8", "--name", "inside"]) == 0  # the trained ranges
+    inside = json.loads((run_dir / "evaluation_inside.json").read_text())
+    assert inside["beyond_training_ranges"] == [] and "extrapolation" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
