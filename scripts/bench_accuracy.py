@@ -34,7 +34,6 @@ label the points, the fit, ridge per output, and the samples the fit predicts fo
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -134,15 +133,11 @@ def train(cfg, run_dir: Path) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from bionn.io import atomic_write_bytes
+    from bionn.io import figure, write_figure
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), sharey=True)
+    fig, axes = figure(ncols=len(results), figsize=(6 * len(results), 4.5), sharey=True)
     for ax, (key, res) in zip(axes, results.items(), strict=True):
         for name, model in res["models"].items():
             x, y = zip(*model["curve"], strict=True)
@@ -163,10 +158,7 @@ def plot(results: dict, path: Path) -> None:
     axes[0].set_ylabel("test r2_mean")
     axes[0].set_ylim(-0.05, 1.02)
     axes[-1].legend(fontsize=8, loc="lower right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_figure(fig, path, bbox_inches="tight")
 
 
 def axis_point(experiment: str, samples: int | None, run_dir: Path, overrides: list[str]) -> dict:
@@ -282,15 +274,11 @@ def write_axis_csv(out: dict, path: Path) -> None:
 
 
 def plot_axis(out: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from bionn.io import atomic_write_bytes
+    from bionn.io import figure, write_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(figsize=(7, 4.5))
     for i, (key, res) in enumerate(out.items()):
         f, color = res["fit"], f"C{i}"
         n = np.array([p["samples"] for p in res["points"]])
@@ -312,15 +300,10 @@ def plot_axis(out: dict, path: Path) -> None:
     ax.set_ylabel("test r2_mean (dmedium's test split)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_figure(fig, path, bbox_inches="tight")
 
 
-def main() -> None:
-    from bionn.machine import cpu_model
-
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -345,7 +328,13 @@ def main() -> None:
     parser.add_argument(
         "--train-overrides", nargs="*", default=[], help="overrides of every samples-axis run (a quick check)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    from bionn.machine import cpu_model
+
+    args = parse_args()
     if args.samples_axis:
         started = time.time()
         output = samples_axis(args)
@@ -353,54 +342,19 @@ def main() -> None:
         output["machine"] = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         print(json.dumps(output))
         return
+    label_budgets(args, cpu_model())
 
+
+def label_budgets(args, machine: str) -> None:
+    """The shipped and seed models per label under a fixed sample budget (the script's first mode)."""
     import tensorflow as tf
-
-    from bionn.baseline import cached_baseline
 
     started, load_start = time.time(), os.getloadavg()
     output: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        cache = out / "cache"
         for key in args.labels.split(","):
-            label = LABELS[key]
-            models = {
-                m: train(shipped_run(m, label, args, cache), out / key / m) for m in args.models.split(",")
-            }
-            seed = {  # seed-<arch>: apart from a shipped model of the same name
-                a: train(seed_run(a, label, args, cache), out / key / f"seed-{a}")["r2_mean"]
-                for a in filter(None, args.seed_models.split(","))
-            }
-            ridge = cached_baseline(
-                shipped_run(args.models.split(",")[0], label, args, cache).dataset, cache, True
-            )
-            best = max(models, key=lambda m: models[m]["r2_mean"])
-            reference = models[best]["reference"]
-            above = [
-                m > r for m, r in zip(models[best]["r2_per_output"], ridge["r2_per_output"], strict=True)
-            ]
-            output[key] = {
-                "label": label,
-                "best_model": best,
-                "r2_mean": models[best]["r2_mean"],
-                "r2_per_output": models[best]["r2_per_output"],
-                "ridge_r2_mean": round(ridge["r2_mean"], 4),
-                "ridge_r2_per_output": [round(v, 4) for v in ridge["r2_per_output"]],
-                "ceiling_r2_mean": round(reference["ceiling_r2_mean"], 4),
-                "ceiling_r2_per_output": [round(v, 4) for v in reference["ceiling_r2_per_output"]],
-                "outputs_above_ridge": sum(above),
-                "seed_models": seed,
-                "seed_train_samples": args.seed_train_samples,
-                "target_r2_mean": TARGETS[key],
-                "target_met": models[best]["r2_mean"] >= TARGETS[key] and all(above),
-                "models": models,
-            }
-            print(  # progress on stderr; stdout's last line is the JSON
-                f"{key}: {best} {models[best]['r2_mean']} (ridge {ridge['r2_mean']:.4f}), seed {seed}",
-                file=sys.stderr,
-                flush=True,
-            )
+            output[key] = label_budget(key, args, out)
     if args.plot:
         plot(output, Path(args.plot))
     output["budget"] = {
@@ -413,9 +367,46 @@ def main() -> None:
     }
     output["wall_time_s"] = round(time.time() - started, 1)
     output["load_average_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
-    output["machine"] = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    output["machine"] = f"{machine}, {os.cpu_count()} cores, Python {platform.python_version()}"
     output["tensorflow"] = tf.__version__
     print(json.dumps(output))
+
+
+def label_budget(key: str, args, out: Path) -> dict:
+    """One label: the shipped models (the best of them), the seed models, ridge and the ceiling."""
+    from bionn.baseline import cached_baseline
+
+    label, cache = LABELS[key], out / "cache"
+    models = {m: train(shipped_run(m, label, args, cache), out / key / m) for m in args.models.split(",")}
+    seed = {  # seed-<arch>: apart from a shipped model of the same name
+        a: train(seed_run(a, label, args, cache), out / key / f"seed-{a}")["r2_mean"]
+        for a in filter(None, args.seed_models.split(","))
+    }
+    ridge = cached_baseline(shipped_run(args.models.split(",")[0], label, args, cache).dataset, cache, True)
+    best = max(models, key=lambda m: models[m]["r2_mean"])
+    reference = models[best]["reference"]
+    above = [m > r for m, r in zip(models[best]["r2_per_output"], ridge["r2_per_output"], strict=True)]
+    print(  # progress on stderr; stdout's last line is the JSON
+        f"{key}: {best} {models[best]['r2_mean']} (ridge {ridge['r2_mean']:.4f}), seed {seed}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {
+        "label": label,
+        "best_model": best,
+        "r2_mean": models[best]["r2_mean"],
+        "r2_per_output": models[best]["r2_per_output"],
+        "ridge_r2_mean": round(ridge["r2_mean"], 4),
+        "ridge_r2_per_output": [round(v, 4) for v in ridge["r2_per_output"]],
+        "ceiling_r2_mean": round(reference["ceiling_r2_mean"], 4),
+        "ceiling_r2_per_output": [round(v, 4) for v in reference["ceiling_r2_per_output"]],
+        "outputs_above_ridge": sum(above),
+        "seed_models": seed,
+        "seed_train_samples": args.seed_train_samples,
+        "target_r2_mean": TARGETS[key],
+        "target_met": models[best]["r2_mean"] >= TARGETS[key] and all(above),
+        "models": models,
+    }
 
 
 if __name__ == "__main__":
